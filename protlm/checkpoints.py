@@ -1,0 +1,214 @@
+"""Checkpoints: a thin layer over orbax ``CheckpointManager``.
+
+Layout (docs/ARCHITECTURE.md)::
+
+    MODEL_DIR/config.json                   {"family": "t5"|"bert", "config": {...}}
+    MODEL_DIR/checkpoints/<step>/state      params, opt_state (absent for save_params), step
+    MODEL_DIR/checkpoints/<step>/data       json: batches consumed (the data position)
+
+orbax writes each step into a temporary directory and renames it when complete, so a
+half-written checkpoint (crash, kill -9) is never listed by ``all_steps`` and never loaded.
+Arrays are stored with their global shape, so a checkpoint written on one mesh restores
+onto any other mesh (the restore target carries the new shardings).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+from typing import Any, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_SUBDIR = "checkpoints"
+CONFIG_FILE = "config.json"
+ITEMS = ("state", "data")
+
+
+# ----------------------------------------------------------------------------- manager
+def checkpoint_dir(model_dir: str | os.PathLike) -> pathlib.Path:
+    """``MODEL_DIR/checkpoints`` as an absolute path (orbax requires absolute paths)."""
+    return pathlib.Path(model_dir).expanduser().absolute() / CHECKPOINT_SUBDIR
+
+
+def make_manager(model_dir: str | os.PathLike, save_interval_steps: int = 1000,
+                 max_to_keep: Optional[int] = 3, async_save: bool = True,
+                 read_only: bool = False) -> ocp.CheckpointManager:
+    """An orbax CheckpointManager for ``MODEL_DIR/checkpoints`` with items state + data.
+
+    Args:
+      model_dir: the run directory.
+      save_interval_steps: ``save`` without ``force`` only writes on multiples of this.
+      max_to_keep: newest checkpoints kept (None keeps all).
+      async_save: write in a background thread while training continues.
+      read_only: open an existing directory without creating or deleting anything.
+    """
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=max(1, int(save_interval_steps)), max_to_keep=max_to_keep,
+        enable_async_checkpointing=async_save, create=not read_only, read_only=read_only,
+        cleanup_tmp_directories=not read_only)
+    return ocp.CheckpointManager(checkpoint_dir(model_dir), options=options, item_names=ITEMS)
+
+
+def latest_step(model_dir: str | os.PathLike) -> Optional[int]:
+    """Newest complete checkpoint step under ``MODEL_DIR/checkpoints`` or None."""
+    if not checkpoint_dir(model_dir).is_dir():
+        return None
+    with make_manager(model_dir, read_only=True) as manager:
+        return manager.latest_step()
+
+
+def save_state(manager: ocp.CheckpointManager, step: int, state: dict,
+               data_state: dict, force: bool = False) -> bool:
+    """Save ``state`` ({"params", "opt_state", "step"}) and the data position.
+
+    Returns whether a save was started (orbax skips steps off ``save_interval_steps``
+    unless ``force``). Saving is asynchronous when the manager is; call
+    ``manager.wait_until_finished()`` before exiting.
+    """
+    return manager.save(int(step), force=force, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)))
+
+
+def state_keys(manager: ocp.CheckpointManager, step: int) -> set[str]:
+    """Top-level keys of the saved ``state`` item (``opt_state`` is absent after save_params)."""
+    meta = manager.item_metadata(step)["state"]
+    tree = getattr(meta, "tree", meta)
+    return set(tree.keys())
+
+
+def restore_state(manager: ocp.CheckpointManager, step: int,
+                  abstract_state: dict) -> tuple[dict, dict]:
+    """Restore a (possibly partial) state onto the shardings of ``abstract_state``.
+
+    Args:
+      manager: from ``make_manager``.
+      step: an entry of ``manager.all_steps()``.
+      abstract_state: a pytree of ``jax.ShapeDtypeStruct`` with ``sharding`` set, e.g.
+        ``{"params": ..., "opt_state": ..., "step": ...}`` or just ``{"params": ...}``;
+        keys missing from it are not read.
+
+    Returns:
+      (state, data_state); ``data_state`` is ``{}`` when the checkpoint has none.
+    """
+    restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_state)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(item=abstract_state, restore_args=restore_args,
+                                     partial_restore=True)))
+    state = restored["state"]
+    try:
+        data = manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
+    except (FileNotFoundError, ValueError, KeyError):
+        data = None
+    return state, dict(data or {})
+
+
+# ----------------------------------------------------------------------------- config.json
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_config(model_dir: str | os.PathLike, config: Any) -> pathlib.Path:
+    """Write ``MODEL_DIR/config.json`` (``protlm.models.config_to_dict``) atomically."""
+    from protlm import models
+    path = pathlib.Path(model_dir) / CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        _write_atomic(path, json.dumps(models.config_to_dict(config), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def load_config(model_dir: str | os.PathLike) -> Any:
+    """Read ``MODEL_DIR/config.json`` back into a model config dataclass."""
+    from protlm import models
+    path = pathlib.Path(model_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no model config; is {model_dir} a protlm model "
+                                "directory (written by protlm.train, import_hf or save_params)?")
+    try:
+        return models.config_from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: not a valid protlm config.json ({e}); rewrite it with "
+                         "protlm.checkpoints.save_config") from e
+
+
+# ----------------------------------------------------------------------------- params only
+def _scan_layout(params: dict, scanned: bool) -> dict:
+    """Convert between scanned (one ``layers`` subtree) and unscanned (``layers_{i}``) trees."""
+    from protlm.models import scan_utils
+    return scan_utils.stack_layers(params) if scanned else scan_utils.unstack_layers(params)
+
+
+def _is_scanned(params: dict) -> bool:
+    return any(isinstance(v, dict) and "layers" in v for v in params.values())
+
+
+def save_params(model_dir: str | os.PathLike, params: Any, config: Any, step: int = 0) -> pathlib.Path:
+    """Write a params-only orbax checkpoint plus ``config.json``, atomically.
+
+    The tree is stored in the layout the config trains with (stacked when
+    ``config.scan_layers``), so ``--gin.INIT_CHECKPOINT`` and resuming read it directly.
+
+    Args:
+      model_dir: run directory (created).
+      params: params tree, boxed (``nn.LogicallyPartitioned``) or not, scanned or not.
+      config: the model config dataclass.
+      step: checkpoint step number.
+
+    Returns:
+      The checkpoint directory ``MODEL_DIR/checkpoints/<step>``.
+    """
+    import flax.linen as nn
+    params = nn.unbox(params)
+    want_scanned = bool(getattr(config, "scan_layers", False))
+    if _is_scanned(params) != want_scanned:
+        params = _scan_layout(params, want_scanned)
+    save_config(model_dir, config)
+    with make_manager(model_dir, save_interval_steps=1, max_to_keep=None, async_save=False) as mngr:
+        if step in mngr.all_steps():
+            raise FileExistsError(f"{checkpoint_dir(model_dir) / str(step)} exists; choose another "
+                                  "step or model_dir")
+        save_state(mngr, step, {"params": params, "step": np.int32(step)}, {"batches_consumed": 0},
+                   force=True)
+        mngr.wait_until_finished()
+    return checkpoint_dir(model_dir) / str(step)
+
+
+def load_params(model_dir: str | os.PathLike, step: Optional[int] = None) -> tuple[dict, Any]:
+    """Load unboxed, unscanned params (host numpy arrays) and the model config.
+
+    Args:
+      model_dir: a directory written by ``protlm.train`` or ``save_params``.
+      step: checkpoint step; the latest complete one when None.
+
+    Returns:
+      (params, config).
+    """
+    config = load_config(model_dir)
+    with make_manager(model_dir, read_only=True) as mngr:
+        steps = mngr.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"{checkpoint_dir(model_dir)}: no complete checkpoint")
+        if step is None:
+            step = max(steps)
+        elif step not in steps:
+            raise FileNotFoundError(f"{checkpoint_dir(model_dir)}: no checkpoint at step {step}; "
+                                    f"available: {sorted(steps)}")
+        meta = mngr.item_metadata(step)["state"]
+        tree = getattr(meta, "tree", meta)["params"]
+        item = jax.tree_util.tree_map(lambda m: np.zeros((), m.dtype), tree)
+        restore_args = jax.tree_util.tree_map(
+            lambda m: ocp.RestoreArgs(restore_type=np.ndarray, dtype=m.dtype), tree)
+        restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item={"params": item}, restore_args={"params": restore_args}, partial_restore=True)))
+    params = restored["state"]["params"]
+    if _is_scanned(params):
+        params = _scan_layout(params, scanned=False)
+    return params, config

@@ -1,0 +1,444 @@
+"""`python -m protlm.embed`: embed a FASTA file with a ProtT5 encoder or ProtBert into h5.
+
+Example:
+  python -m protlm.embed --model runs/prot_t5_small --fasta proteins.fasta --output emb.h5 --per_residue
+  python -m protlm.embed --model hf/prot_t5_xl_half_uniref50-enc --fasta p.fasta --per_protein --dtype float16
+
+`--model` is a protlm model directory (config.json + orbax checkpoints/) or a Hugging Face directory
+(config.json with `model_type` + weights), imported in-process with protlm.hf.importer.
+
+Output (as the ProtTrans embedder writes it): one h5 dataset per sanitised FASTA id ('/' and '.' -> '_'),
+per-residue `[L, d]` (ProtT5: the `</s>` position dropped; ProtBert: [CLS]/[SEP] dropped) or per-protein
+`[d]` (mean over residues; specials and padding excluded). File attributes: model, layer, dtype,
+representation. With both --per_residue and --per_protein, OUT.h5 becomes OUT.per_residue.h5 and
+OUT.per_protein.h5. Runs resume: ids already in the output are skipped; work in progress lives in
+OUT.h5.partial and is renamed to OUT.h5 at the end. fp16 results are stored as float16; bfloat16 and
+float32 results as float32 (HDF5 has no bfloat16).
+
+Batching: proteins are sorted by length (within chunks of `CHUNK_PROTEINS`, so the FASTA is streamed),
+padded to one of `BUCKETS` and grouped by a token budget (`--max_tokens_per_batch`); a protein longer
+than the budget runs alone. Compilations are bounded by (#buckets x log2 batch sizes).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import sys
+import time
+from typing import Iterator, NamedTuple
+
+import h5py
+import numpy as np
+
+from protlm.data.fasta import FastaFormatError, read_fasta
+from protlm.data.tokens import (PROTBERT_CLS_ID, PROTBERT_SEP_ID, PROTT5_EOS_ID, encode_protbert,
+                                encode_prott5)
+from protlm.downstream.features import sanitize_id
+
+log = logging.getLogger("protlm.embed")
+
+DTYPES = ("float32", "bfloat16", "float16")
+# Padded lengths (tokens incl. specials). Finer steps where proteins are common, x1.5 steps above 1k.
+BUCKETS = (64, 128, 256, 512, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768)
+CHUNK_PROTEINS = 20000  # proteins read, sorted and embedded at a time (bounds host memory)
+FLUSH_SECONDS = 30.0
+
+
+class EmbedInputError(ValueError):
+    """Input that cannot be embedded (duplicate ids, too long for the model, ...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to embed: Model object, params (unscanned), config, family ("t5"|"bert")."""
+
+    model: object
+    params: dict
+    config: object
+    family: str
+    source: str
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_encoder_layers if self.family == "t5" else self.config.num_layers
+
+    @property
+    def dim(self) -> int:
+        return self.config.emb_dim if self.family == "t5" else self.config.hidden_size
+
+    @property
+    def max_tokens(self) -> int | None:
+        """Longest token sequence the model accepts (BERT: absolute positions); None = unbounded."""
+        return self.config.max_position_embeddings if self.family == "bert" else None
+
+
+def load_model(path: str | os.PathLike, dtype: str = "float32") -> LoadedModel:
+    """Loads a protlm model directory or a Hugging Face directory for inference in `dtype`."""
+    from protlm import checkpoints  # pylint: disable=import-outside-toplevel
+
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
+    path = pathlib.Path(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{cfg_file}: missing; --model must be a protlm model directory or a "
+                                "Hugging Face model directory")
+    raw = json.loads(cfg_file.read_text(encoding="utf-8"))
+    if "family" in raw and "config" in raw:
+        params, config = checkpoints.load_params(path)
+        source = "protlm"
+    else:
+        from protlm.hf import importer  # pylint: disable=import-outside-toplevel
+
+        params, config = importer.params_from_hf(path)
+        source = "huggingface"
+    return prepare_model(params, config, dtype, source)
+
+
+def prepare_model(params: dict, config, dtype: str = "float32", source: str = "params") -> LoadedModel:
+    """Wraps an unscanned, unboxed params tree and its config for inference in `dtype`."""
+    import flax.linen as nn  # pylint: disable=import-outside-toplevel
+    import jax  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+    from protlm import models  # pylint: disable=import-outside-toplevel
+    from protlm.models import registry  # pylint: disable=import-outside-toplevel
+
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
+    # Params are unscanned (load_params / import); inference needs no remat.
+    config = dataclasses.replace(config, scan_layers=False, remat_policy="none", dtype=dtype)
+    target = jnp.dtype(dtype)
+    params = jax.tree_util.tree_map(
+        lambda x: jnp.asarray(x, target) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else jnp.asarray(x),
+        nn.unbox(params))
+    return LoadedModel(models.get_model(config), params, config, registry.family_of(config), source)
+
+
+# ------------------------------------------------------------------------------------ input
+
+
+class Entry(NamedTuple):
+    id: str
+    key: str  # sanitised h5 dataset name
+    length: int
+    line: int
+
+
+def scan_fasta(fasta: str | os.PathLike) -> list[Entry]:
+    """Validation pass over the whole FASTA before any compute (ids, lengths; sequences not kept).
+
+    Raises:
+      FastaFormatError: malformed file (also an empty file).
+      EmbedInputError: duplicate ids (also ids equal after sanitising).
+    """
+    entries, seen = [], {}
+    for rec in read_fasta(str(fasta)):
+        key = sanitize_id(rec.id)
+        if key in seen:
+            first = seen[key]
+            same = "duplicate id" if first.id == rec.id else f"id {rec.id!r} collides with {first.id!r} after sanitising"
+            raise EmbedInputError(
+                f"{rec.path}:{rec.line}: {same} (first at line {first.line}); h5 keys must be unique. "
+                "Fix: give every record a unique id (e.g. `seqkit rename`)")
+        entry = Entry(rec.id, key, len(rec.sequence), rec.line)
+        seen[key] = entry
+        entries.append(entry)
+    return entries
+
+
+def tokenize(family: str, sequence: str) -> tuple[np.ndarray, int]:
+    """Token ids with the family's specials, and the offset of the first residue.
+
+    ProtT5: residues + `</s>` (offset 0). ProtBert: [CLS] + residues + [SEP] (offset 1).
+    """
+    if family == "t5":
+        return np.concatenate([encode_prott5(sequence), [PROTT5_EOS_ID]]).astype(np.int32), 0
+    return np.concatenate([[PROTBERT_CLS_ID], encode_protbert(sequence), [PROTBERT_SEP_ID]]).astype(np.int32), 1
+
+
+def bucket_for(n_tokens: int, max_tokens: int | None = None) -> int:
+    """The padded length for `n_tokens` (capped at the model's maximum)."""
+    b = next((b for b in BUCKETS if n_tokens <= b), -(-n_tokens // BUCKETS[-1]) * BUCKETS[-1])
+    return min(b, max_tokens) if max_tokens else b
+
+
+def plan_batches(n_tokens: list[int], max_tokens_per_batch: int, max_tokens: int | None = None
+                 ) -> list[tuple[int, int, list[int]]]:
+    """Groups items (longest first) into (bucket length, padded batch size, indices) batches.
+
+    A bucket of length b holds max(1, max_tokens_per_batch // b) rows; a bucket's last, smaller batch
+    is padded to the next power of two rows, so each bucket compiles at most 1 + log2 shapes.
+    """
+    order = sorted(range(len(n_tokens)), key=lambda i: -n_tokens[i])
+    groups: dict[int, list[int]] = {}
+    for i in order:
+        groups.setdefault(bucket_for(n_tokens[i], max_tokens), []).append(i)
+    batches = []
+    for b in sorted(groups, reverse=True):
+        size = max(1, max_tokens_per_batch // b)
+        idx = groups[b]
+        for j in range(0, len(idx), size):
+            part = idx[j : j + size]
+            rows = size if len(part) == size else min(size, 1 << (len(part) - 1).bit_length())
+            batches.append((b, rows, part))
+    return batches
+
+
+# ------------------------------------------------------------------------------------ output
+
+
+class H5Output:
+    """An embedding h5 written under OUT.partial and renamed to OUT when complete.
+
+    On open, datasets of an existing OUT and of a readable OUT.partial (an interrupted run) are
+    carried forward, so their ids are skipped. The attributes must match the current run.
+    """
+
+    def __init__(self, path: pathlib.Path, attrs: dict):
+        self.path = pathlib.Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.attrs = attrs
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.partial.exists():
+            try:
+                with h5py.File(self.partial, "r") as f:
+                    self._check_attrs(f, self.partial)
+            except OSError as e:
+                log.warning("%s is unreadable (%s); starting it again", self.partial, e)
+                self.partial.unlink()
+        if self.path.exists():
+            with h5py.File(self.path, "r") as src:
+                self._check_attrs(src, self.path)
+                with h5py.File(self.partial, "a") as dst:
+                    for key in src:
+                        if key not in dst:
+                            src.copy(src[key], dst, name=key)
+        self.file = h5py.File(self.partial, "a")
+        self.file.attrs.update(attrs)
+        self.done = set(self.file.keys())
+        self._last_flush = time.time()
+
+    def _check_attrs(self, f: h5py.File, where: pathlib.Path) -> None:
+        for k, v in self.attrs.items():
+            if k in f.attrs and _plain(f.attrs[k]) != v:
+                raise EmbedInputError(
+                    f"{where} holds embeddings with {k}={_plain(f.attrs[k])!r}, this run has {k}={v!r}; "
+                    "use another --output (or delete the file) to start a new one")
+
+    def write(self, key: str, array: np.ndarray) -> None:
+        self.file.create_dataset(key, data=array)
+        self.done.add(key)
+        if time.time() - self._last_flush > FLUSH_SECONDS:
+            self.file.flush()
+            self._last_flush = time.time()
+
+    def finish(self) -> pathlib.Path:
+        self.file.close()
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def close(self) -> None:
+        """Closes without renaming (the partial file stays for a later resume)."""
+        if self.file.id.valid:
+            self.file.close()
+
+
+def _plain(v):
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def output_paths(output: str | os.PathLike, per_residue: bool, per_protein: bool) -> dict[str, pathlib.Path]:
+    """{"per_residue"|"per_protein": path}; both requested -> OUT.per_residue.h5 / OUT.per_protein.h5."""
+    out = pathlib.Path(output)
+    kinds = [k for k, on in (("per_residue", per_residue), ("per_protein", per_protein)) if on]
+    if len(kinds) == 1:
+        return {kinds[0]: out}
+    return {k: out.with_name(f"{out.stem}.{k}{out.suffix or '.h5'}") for k in kinds}
+
+
+# ------------------------------------------------------------------------------------ compute
+
+
+def make_forward(loaded: LoadedModel, layer: int, per_residue: bool, per_protein: bool):
+    """A jitted fn (params, tokens [B, L], residue_mask [B, L]) -> (hidden [B, L, d] | None, mean [B, d] | None)."""
+    import jax  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+    model = loaded.model
+
+    def forward(params, tokens, residue_mask):
+        if layer == -1:
+            h = model.encode(params, tokens)
+        else:
+            _, hidden = model.encode(params, tokens, output_hidden_states=True)
+            h = hidden[layer]
+        h32 = h.astype(jnp.float32)
+        m = residue_mask.astype(jnp.float32)[..., None]  # [B, L, 1]
+        mean = (h32 * m).sum(axis=1) / jnp.maximum(m.sum(axis=1), 1.0)  # [B, d]
+        return (h if per_residue else None), (mean if per_protein else None)
+
+    return jax.jit(forward)
+
+
+def _chunks(fasta, size: int) -> Iterator[list]:
+    chunk = []
+    for rec in read_fasta(str(fasta)):
+        chunk.append(rec)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def embed_fasta(
+    model: str | os.PathLike,
+    fasta: str | os.PathLike,
+    output: str | os.PathLike,
+    per_residue: bool = True,
+    per_protein: bool = False,
+    layer: int = -1,
+    dtype: str = "float32",
+    max_tokens_per_batch: int = 8192,
+    progress: bool = True,
+    loaded: LoadedModel | None = None,
+) -> dict:
+    """Embeds every protein of `fasta` not yet in the output(s).
+
+    Args:
+      model: protlm or Hugging Face model directory (ignored when `loaded` is given).
+      fasta: FASTA path (plain or gzip).
+      output: h5 path (see `output_paths` when both representations are requested).
+      per_residue, per_protein: which representation(s) to write (at least one).
+      layer: hidden state index as HF `hidden_states` (0 = embedding output, -1 = last layer).
+      dtype: compute dtype (float32 | bfloat16 | float16).
+      max_tokens_per_batch: padded tokens per batch.
+      progress: show a tqdm bar.
+      loaded: an already loaded model (tests, tools).
+
+    Returns:
+      Stats: proteins, residues, skipped, seconds, proteins_per_s, residues_per_s, outputs.
+    """
+    import jax  # pylint: disable=import-outside-toplevel
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+    if not (per_residue or per_protein):
+        raise ValueError("request --per_residue and/or --per_protein")
+    if max_tokens_per_batch < 1:
+        raise ValueError(f"--max_tokens_per_batch must be positive, got {max_tokens_per_batch}")
+    entries = scan_fasta(fasta)  # every input error surfaces here, before the model is even loaded
+    loaded = loaded or load_model(model, dtype)
+    n_specials = 1 if loaded.family == "t5" else 2
+    n_layers = loaded.num_layers
+    if not -(n_layers + 1) <= layer <= n_layers:
+        raise ValueError(f"--layer {layer} out of range: the model has {n_layers} layers, hidden states "
+                         f"0..{n_layers} (or -1 for the last)")
+    if layer == n_layers or layer == -1:
+        layer = -1  # the last hidden state is the model's own output
+    if loaded.max_tokens:
+        for e in entries:
+            if e.length + n_specials > loaded.max_tokens:
+                raise EmbedInputError(
+                    f"{fasta}:{e.line}: record {e.id!r} has {e.length} residues; this model accepts at most "
+                    f"{loaded.max_tokens - n_specials}. Fix: split or crop the sequence")
+    attrs = {"model": os.path.normpath(str(model)), "layer": layer, "dtype": dtype, "family": loaded.family}
+    paths = output_paths(output, per_residue, per_protein)
+    outs = {k: H5Output(p, {**attrs, "representation": k}) for k, p in paths.items()}
+    try:
+        done = set.intersection(*(o.done for o in outs.values()))
+        todo = [e for e in entries if e.key not in done]
+        total_res = sum(e.length for e in todo)
+        log.info("%s: %d proteins, %d already embedded, %d to do (%d residues); model %s (%s, %s, d=%d)",
+                 fasta, len(entries), len(entries) - len(todo), len(todo), total_res, model, loaded.family,
+                 dtype, loaded.dim)
+        forward = make_forward(loaded, layer, "per_residue" in outs, "per_protein" in outs)
+        store_dtype = np.float16 if dtype == "float16" else np.float32
+        todo_keys = {e.key for e in todo}
+        bar = tqdm(total=len(todo), unit="prot", disable=not progress, dynamic_ncols=True, mininterval=1.0)
+        t0, n_prot, n_res = time.time(), 0, 0
+        for chunk in _chunks(fasta, CHUNK_PROTEINS):
+            chunk = [r for r in chunk if sanitize_id(r.id) in todo_keys]
+            tokenized = [tokenize(loaded.family, r.sequence) for r in chunk]
+            plan = plan_batches([len(t) for t, _ in tokenized], max_tokens_per_batch, loaded.max_tokens)
+            for length, rows, idx in plan:
+                tokens = np.zeros((rows, length), np.int32)
+                mask = np.zeros((rows, length), bool)
+                for r, i in enumerate(idx):
+                    t, off = tokenized[i]
+                    tokens[r, : len(t)] = t
+                    mask[r, off : off + len(chunk[i].sequence)] = True
+                hidden, mean = jax.device_get(forward(loaded.params, tokens, mask))
+                for r, i in enumerate(idx):
+                    rec, (_, off) = chunk[i], tokenized[i]
+                    key, n = sanitize_id(rec.id), len(rec.sequence)
+                    if hidden is not None and key not in outs["per_residue"].done:
+                        outs["per_residue"].write(key, np.asarray(hidden[r, off : off + n], store_dtype))
+                    if mean is not None and key not in outs["per_protein"].done:
+                        outs["per_protein"].write(key, np.asarray(mean[r], store_dtype))
+                    n_res += n
+                n_prot += len(idx)
+                bar.update(len(idx))
+                elapsed = max(time.time() - t0, 1e-9)
+                bar.set_postfix_str(f"{n_res / elapsed:.0f} res/s", refresh=False)
+        bar.close()
+        written = {k: str(o.finish()) for k, o in outs.items()}
+    finally:
+        for o in outs.values():
+            o.close()
+    seconds = time.time() - t0
+    stats = {
+        "proteins": n_prot, "residues": n_res, "skipped": len(entries) - len(todo), "seconds": seconds,
+        "proteins_per_s": n_prot / max(seconds, 1e-9), "residues_per_s": n_res / max(seconds, 1e-9),
+        "outputs": written,
+    }
+    log.info("embedded %d proteins (%d residues) in %.1fs: %.1f proteins/s, %.0f residues/s -> %s",
+             n_prot, n_res, seconds, stats["proteins_per_s"], stats["residues_per_s"], ", ".join(written.values()))
+    return stats
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m protlm.embed", description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, help="protlm model directory or Hugging Face directory")
+    p.add_argument("--fasta", required=True, help="input FASTA (plain or .gz)")
+    p.add_argument("--output", default=None, help="output h5 (default: <fasta stem>.h5 in the current directory)")
+    p.add_argument("--per_residue", action="store_true", help="write [L, d] per protein (default if neither flag)")
+    p.add_argument("--per_protein", action="store_true", help="write the mean over residues [d]")
+    p.add_argument("--layer", type=int, default=-1, help="hidden state index (HF convention; -1 = last layer)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--max_tokens_per_batch", type=int, default=8192)
+    p.add_argument("--no_progress", action="store_true")
+    args = p.parse_args(argv)
+    if not (args.per_residue or args.per_protein):
+        args.per_residue = True
+    if args.output is None:
+        name = pathlib.Path(args.fasta).name
+        for suffix in (".gz", ".fasta", ".fa", ".faa"):
+            name = name[: -len(suffix)] if name.endswith(suffix) else name
+        args.output = f"{name}.h5"
+    return args
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax is chatty at INFO
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        embed_fasta(args.model, args.fasta, args.output, args.per_residue, args.per_protein, args.layer,
+                    args.dtype, args.max_tokens_per_batch, progress=not args.no_progress)
+    except (FastaFormatError, EmbedInputError, FileNotFoundError, ValueError) as e:
+        print(f"embed: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""A Hugging Face ProtT5 / ProtBert directory -> protlm params + config (-> orbax checkpoint).
+
+Reads the Rostlab layout (`config.json` + `pytorch_model.bin` or safetensors, sharded or not,
+float32 / float16 / bfloat16). Every tensor must map to a protlm param and every param must be
+present: unknown or missing keys are errors listing them. Tied copies (`lm_head.weight`,
+`*.embed_tokens.weight`, `cls.predictions.decoder.*`) must equal their canonical tensor. An
+encoder-only T5 directory (`T5EncoderModel`, e.g. prot_t5_xl_half_uniref50-enc) imports as the
+encoder-only param tree (`token_embedder` + `encoder`), which `Model.encode` and export accept.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+from collections.abc import Mapping
+
+import numpy as np
+
+from protlm.hf import mapping
+from protlm.hf.config import is_t5_encoder_only
+from protlm.hf.families import Family, family_of_hf_config
+from protlm.hf.weights_reader import HFWeights
+
+log = logging.getLogger(__name__)
+
+
+def read_hf_config(hf_dir: str | os.PathLike) -> dict:
+    """The parsed `config.json` of an HF model directory."""
+    path = pathlib.Path(hf_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; --hf_dir must be a Hugging Face model directory "
+                                "(config.json + weights), e.g. a snapshot of Rostlab/prot_t5_xl_uniref50")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+
+
+def param_shapes(config, encoder_only: bool = False) -> dict:
+    """Unscanned param tree of `jax.ShapeDtypeStruct` for `config` (nothing allocated)."""
+    import dataclasses  # noqa: PLC0415
+
+    import flax.linen as nn  # noqa: PLC0415
+    import jax  # noqa: PLC0415
+
+    from protlm import models  # noqa: PLC0415
+
+    if getattr(config, "scan_layers", False):
+        config = dataclasses.replace(config, scan_layers=False)
+    model = models.get_model(config)
+    batch = {k: jax.ShapeDtypeStruct((1, 8), np.int32)
+             for k in ("encoder_input_tokens", "decoder_input_tokens")}
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch))
+    shapes = nn.unbox(variables["params"])
+    if encoder_only:
+        shapes = {k: v for k, v in shapes.items() if k != "decoder"}
+    return shapes
+
+
+def _check_keys(hf_dir, family: Family, config, encoder_only: bool, weights: HFWeights,
+                rules: list[mapping.Rule]) -> dict[str, str]:
+    """Validates the key set; returns `{canonical key: key to read}` for canonicals absent."""
+    present = set(weights.keys())
+    expected = {r.hf_key for r in rules}
+    aliases = family.tied_aliases(config, encoder_only)
+    dropped = sorted(present & set(family.dropped_keys))
+    unknown = sorted(present - expected - set(aliases) - set(dropped))
+    substitute = {}
+    for canonical in sorted(expected - present):
+        found = [a for a, c in aliases.items() if c == canonical and a in present]
+        if found:
+            substitute[canonical] = found[0]
+    missing = sorted(expected - present - set(substitute))
+    if unknown or missing:
+        raise ValueError(
+            f"{hf_dir}: weights do not match a {family.name} "
+            f"{'encoder-only ' if encoder_only else ''}model of the config.json architecture.\n"
+            f"  unknown keys ({len(unknown)}): {unknown}\n  missing keys ({len(missing)}): {missing}")
+    if dropped:
+        log.warning("%s: dropping keys protlm has no place for: %s", hf_dir, dropped)
+    return substitute
+
+
+def _check_ties(hf_dir, family: Family, config, encoder_only: bool, weights: HFWeights,
+                substitute: Mapping[str, str]) -> None:
+    for alias, canonical in family.tied_aliases(config, encoder_only).items():
+        source = substitute.get(canonical, canonical)
+        if alias in weights and alias != source and not np.array_equal(weights[alias],
+                                                                       weights[source]):
+            raise ValueError(f"{hf_dir}: {alias} differs from {source}, but the model ties them "
+                             "(an untied checkpoint is not supported for this config)")
+
+
+def params_from_hf(hf_dir: str | os.PathLike, **config_overrides) -> tuple[dict, object]:
+    """Reads an HF directory into an unscanned float32 numpy param tree and a protlm config.
+
+    Args:
+      hf_dir: directory with config.json and the weights.
+      **config_overrides: protlm config fields to set (e.g. `dtype="float32"`).
+
+    Returns:
+      (params, config); for an encoder-only T5 the params hold `token_embedder` + `encoder`.
+    """
+    hf_dir = str(hf_dir)
+    hf_cfg = read_hf_config(hf_dir)
+    family = family_of_hf_config(hf_cfg, os.path.join(hf_dir, "config.json"))
+    config = family.from_hf_config(hf_cfg, **config_overrides)
+    weights = HFWeights(hf_dir)
+    encoder_only = family.name == "t5" and (
+        is_t5_encoder_only(hf_cfg) or not any(k.startswith("decoder.") for k in weights.keys()))
+    rules = family.rules(config, encoder_only)
+    shapes = param_shapes(config, encoder_only)
+    mapping.check_rules_cover(rules, set(mapping.flatten_paths(shapes)), f"{family.name} import")
+    substitute = _check_keys(hf_dir, family, config, encoder_only, weights, rules)
+    _check_ties(hf_dir, family, config, encoder_only, weights, substitute)
+    params: dict = {}
+    for rule in rules:
+        spec = mapping.get_path(shapes, rule.path)
+        tensor = weights[substitute.get(rule.hf_key, rule.hf_key)]
+        value = rule.from_hf(tensor, tuple(spec.shape)).astype(spec.dtype, copy=False)
+        mapping.set_path(params, rule.path, value)
+    log.info("read %d tensors from %s (%s%s)", len(rules), hf_dir, family.name,
+             ", encoder only" if encoder_only else "")
+    return params, config
+
+
+def import_checkpoint(hf_dir: str | os.PathLike, output_dir: str | os.PathLike, step: int = 0,
+                      **config_overrides):
+    """Converts an HF directory into a protlm model directory (orbax checkpoint + config.json).
+
+    Returns:
+      The checkpoint directory written by `protlm.checkpoints.save_params`.
+    """
+    from protlm import checkpoints  # noqa: PLC0415
+
+    params, config = params_from_hf(hf_dir, **config_overrides)
+    return checkpoints.save_params(output_dir, params, config, step=step)

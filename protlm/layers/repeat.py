@@ -1,0 +1,66 @@
+"""Repeating a layer N times: unrolled (`layers_{i}`) or `nn.scan` (`layers`, leading axis), + remat.
+
+A repeated layer class must have `__call__(self, x, *args) -> (x, None)` where `args` are the same
+for every layer (biases, masks, encoder outputs); per-call options such as `deterministic` are
+module attributes.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+# Remat policies by name. "none": keep every activation (no remat). "full": recompute the whole
+# layer in the backward pass. "minimal": keep matmul outputs without batch dims (t5x default).
+REMAT_POLICIES: dict[str, Any] = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "save_proj": jax.checkpoint_policies.save_only_these_names(
+        "query_proj", "key_proj", "value_proj", "out_proj", "mlpwi", "mlpwo"),
+}
+
+
+def check_remat_policy(name: str) -> None:
+    """Raises ValueError naming the known policies when `name` is unknown."""
+    if name not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat_policy {name!r}; known: {sorted(REMAT_POLICIES)}")
+
+
+def repeat_layer(layer_cls: type[nn.Module], num_layers: int, *, scan: bool, remat_policy: str,
+                 num_args: int) -> Callable[..., Sequence[nn.Module] | nn.Module]:
+    """Returns `make(**layer_kwargs)` building the layer stack inside a compact parent.
+
+    `make` returns a callable `stack(x, *args) -> x` that applies the layers in order and
+    creates params `layers_{i}/...` (unrolled) or `layers/...` with a leading axis of size
+    `num_layers` named `'layers'` (scan).
+    """
+    check_remat_policy(remat_policy)
+    cls = layer_cls
+    if remat_policy != "none":
+        cls = nn.remat(layer_cls, policy=REMAT_POLICIES[remat_policy], prevent_cse=not scan)
+
+    def make(**kwargs):
+        if scan:
+            scanned = nn.scan(
+                cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                in_axes=(nn.broadcast,) * num_args, length=num_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"})(name="layers", **kwargs)
+
+            def run_scanned(x, *args):
+                x, _ = scanned(x, *args)
+                return x
+            return run_scanned
+        layers = [cls(name=f"layers_{i}", **kwargs) for i in range(num_layers)]
+
+        def run(x, *args, hidden_states: list | None = None):
+            for layer in layers:
+                if hidden_states is not None:
+                    hidden_states.append(x)
+                x, _ = layer(x, *args)
+            return x
+        return run
+    return make

@@ -1,0 +1,172 @@
+"""Throughput, model FLOPs utilisation (MFU) and metric writers (console + TensorBoard).
+
+MFU = achieved model FLOP/s per device / peak FLOP/s of that device, where model FLOPs
+are the config's ``flops_per_token()`` (6 x matmul params + attention terms, forward +
+backward; see PROTTRANS_FACTS section 5) times the tokens processed. Rematerialisation
+is not counted (that would be hardware FLOPs utilisation).
+
+TensorBoard events are written with tensorboardX (TensorFlow is absent on GPU machines).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from typing import Mapping, Optional
+
+log = logging.getLogger(__name__)
+
+# Peak dense bf16 FLOP/s per *JAX device* (vendor datasheets). TPU v2/v3 expose each
+# TensorCore as a device (half a chip); v4 and v5p "megacore" chips are one device.
+# Matched as a case-insensitive substring of ``jax.Device.device_kind``, longest first.
+PEAK_BF16_FLOPS_PER_DEVICE: dict[str, float] = {
+    "tpu v2": 45e12 / 2,
+    "tpu v3": 123e12 / 2,
+    "tpu v4": 275e12,
+    "tpu v5 lite": 197e12,
+    "tpu v5e": 197e12,
+    "tpu v5p": 459e12,
+    "tpu v5": 459e12,
+    "tpu v6 lite": 918e12,
+    "tpu v6e": 918e12,
+    "tpu7x": 2307e12,
+    "h100 pcie": 756e12,
+    "h100 nvl": 835e12,
+    "h100": 989e12,
+    "h200": 989e12,
+    "gh200": 989e12,
+    "h800": 989e12,
+    "b200": 2250e12,
+    "a100": 312e12,
+    "a800": 312e12,
+    "l40s": 362e12,
+    "a10g": 70e12,
+    "l4": 121e12,
+    "v100": 125e12,
+    "t4": 65e12,
+}
+
+
+def peak_flops_per_device(device_kind: str) -> Optional[float]:
+    """Peak dense bf16 FLOP/s of one device of this kind, or None when unknown (e.g. CPU).
+
+    Args:
+      device_kind: ``jax.devices()[0].device_kind``, e.g. "TPU v4", "NVIDIA H100 80GB HBM3".
+    """
+    kind = device_kind.lower()
+    for key in sorted(PEAK_BF16_FLOPS_PER_DEVICE, key=len, reverse=True):
+        if key in kind:
+            return PEAK_BF16_FLOPS_PER_DEVICE[key]
+    return None
+
+
+def throughput(tokens_per_step: float, flops_per_token: float, step_seconds: float,
+               num_devices: int, peak_flops: Optional[float]) -> dict[str, float]:
+    """Per-step throughput numbers.
+
+    Args:
+      tokens_per_step: tokens the model processed in one optimizer step (global batch).
+      flops_per_token: model FLOPs per token for forward + backward.
+      step_seconds: wall time of one step.
+      num_devices: devices sharing the step.
+      peak_flops: peak FLOP/s per device (None: MFU is NaN).
+
+    Returns:
+      tokens_per_second, tokens_per_second_per_device, tflops_per_device (achieved model
+      TFLOP/s per device) and mfu (fraction of peak, NaN when the peak is unknown).
+    """
+    if step_seconds <= 0 or num_devices <= 0:
+        raise ValueError(f"throughput: step_seconds ({step_seconds}) and num_devices "
+                         f"({num_devices}) must be positive")
+    tokens_per_second = tokens_per_step / step_seconds
+    flops_per_device = tokens_per_second * flops_per_token / num_devices
+    mfu = flops_per_device / peak_flops if peak_flops else math.nan
+    return {"tokens_per_second": tokens_per_second,
+            "tokens_per_second_per_device": tokens_per_second / num_devices,
+            "tflops_per_device": flops_per_device / 1e12,
+            "mfu": mfu}
+
+
+def format_seconds(seconds: float) -> str:
+    """``3725 -> '1h02m05s'`` for ETAs."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+class MetricWriter:
+    """Writes scalars to the console (logging) and to TensorBoard event files.
+
+    Only process 0 writes. Events go to ``MODEL_DIR/tensorboard/<name>`` for each
+    ``name`` used (``train``, ``eval``); the same scalars are appended as JSON lines to
+    ``MODEL_DIR/metrics/<name>.jsonl`` for scripts and plots.
+    """
+
+    def __init__(self, model_dir: str | os.PathLike, enabled: bool = True):
+        self._root = os.path.join(os.fspath(model_dir), "tensorboard")
+        self._enabled = enabled
+        self._writers = {}
+
+    @property
+    def logdir(self) -> str:
+        return self._root
+
+    def _writer(self, name: str):
+        if name not in self._writers:
+            from tensorboardX import SummaryWriter
+            self._writers[name] = SummaryWriter(logdir=os.path.join(self._root, name),
+                                                flush_secs=30)
+        return self._writers[name]
+
+    def write(self, name: str, step: int, scalars: Mapping[str, float]) -> None:
+        """Log ``scalars`` at ``step`` under ``name`` (console line + TensorBoard)."""
+        if not self._enabled:
+            return
+        parts = []
+        jsonl = os.path.join(os.path.dirname(self._root), "metrics", f"{name}.jsonl")
+        os.makedirs(os.path.dirname(jsonl), exist_ok=True)
+        with open(jsonl, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}})
+                    + "\n")
+        for key, value in scalars.items():
+            value = float(value)
+            if math.isfinite(value):
+                self._writer(name).add_scalar(key, value, step)
+            parts.append(f"{key}={value:.4g}")
+        log.info("[%s] step %d: %s", name, step, " ".join(parts))
+
+    def text(self, name: str, step: int, tag: str, text: str) -> None:
+        """Log a text blob (e.g. the gin config) to TensorBoard."""
+        if self._enabled:
+            self._writer(name).add_text(tag, text, step)
+
+    def flush(self) -> None:
+        for w in self._writers.values():
+            w.flush()
+
+    def close(self) -> None:
+        for w in self._writers.values():
+            w.close()
+        self._writers = {}
+
+
+class StepTimer:
+    """Wall time per step over a logging window, and the ETA to the last step."""
+
+    def __init__(self, start_step: int, total_steps: int):
+        self.total_steps = total_steps
+        self._t0 = time.perf_counter()
+        self._step0 = start_step
+
+    def lap(self, step: int) -> tuple[float, float]:
+        """(seconds per step since the previous lap, ETA seconds); resets the window."""
+        now = time.perf_counter()
+        steps = max(1, step - self._step0)
+        per_step = (now - self._t0) / steps
+        self._t0, self._step0 = now, step
+        return per_step, per_step * max(0, self.total_steps - step)

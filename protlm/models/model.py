@@ -1,0 +1,209 @@
+"""Model classes (t5x `BaseModel` style): the network plus its loss, eval, score and predict.
+
+`params` below is always the content of the flax `params` collection (boxed or unboxed).
+Batches use the seqio feature-converter keys of docs/ARCHITECTURE.md.
+"""
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from protlm.models import bert, losses, t5
+
+Batch = Mapping[str, Any]
+MASK_ID_BERT = 4  # ProtBert [MASK]; see protlm/data/vocabularies.py
+
+
+def _zeros(batch: Batch, key: str) -> jax.Array:
+    """An int32 zero array shaped like batch[key] (arrays or jax.ShapeDtypeStruct)."""
+    if key not in batch:
+        raise KeyError(f"batch has no {key!r}; keys: {sorted(batch)}")
+    return jnp.zeros(batch[key].shape, jnp.int32)
+
+
+def _rngs(dropout_rng):
+    return {} if dropout_rng is None else {"dropout": dropout_rng}
+
+
+class BaseModel(abc.ABC):
+    """Shared API. Subclasses set `self.module` and implement the per-family parts."""
+
+    config: Any
+    module: nn.Module
+    input_keys: tuple[str, ...]
+    target_key: str
+    weights_key: str
+
+    @abc.abstractmethod
+    def init(self, rng: jax.Array, batch: Batch) -> dict:
+        """Variables `{'params': ...}` (leaves `nn.LogicallyPartitioned`); batch gives shapes."""
+
+    @abc.abstractmethod
+    def logits(self, params, batch: Batch, dropout_rng=None) -> jax.Array:
+        """Float32 logits `[batch, length, vocab]` aligned with `batch[self.target_key]`."""
+
+    def _weights(self, batch: Batch) -> jax.Array:
+        if self.weights_key in batch:
+            return jnp.asarray(batch[self.weights_key], jnp.float32)
+        return (jnp.asarray(batch[self.target_key]) > 0).astype(jnp.float32)
+
+    def loss_fn(self, params, batch: Batch, dropout_rng: jax.Array | None = None
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Scalar objective and summed aux (`loss`, `z_loss`, `weight_sum`, `correct`).
+
+        The objective is (sum weighted cross entropy + z-loss) / sum of loss weights; padding and
+        packing enter through the weights and the masks built from segment ids.
+        `dropout_rng=None` runs deterministically.
+        """
+        logits = self.logits(params, batch, dropout_rng)
+        aux = losses.weighted_sums(logits, jnp.asarray(batch[self.target_key]),
+                                   self._weights(batch), self.config.z_loss)
+        return losses.objective(aux), aux
+
+    def eval_fn(self, params, batch: Batch) -> dict[str, jax.Array]:
+        """Deterministic metrics: loss, perplexity, accuracy on loss positions, z_loss,
+        plus the summed `weight_sum`, `correct` and `loss_sum` for aggregation."""
+        _, aux = self.loss_fn(params, batch, None)
+        metrics = losses.metrics_from_aux(aux)
+        metrics.update(correct=aux["correct"], loss_sum=aux["loss"])
+        return metrics
+
+    def score_batch(self, params, batch: Batch) -> jax.Array:
+        """Log-likelihood `[batch]` of the targets summed over weighted positions."""
+        logits = self.logits(params, batch, None)
+        ce, _ = losses.cross_entropy_with_z_loss(logits, jnp.asarray(batch[self.target_key]))
+        return -jnp.sum(ce * self._weights(batch), axis=-1)
+
+
+class EncoderDecoderModel(BaseModel):
+    """ProtT5 span denoising: cross entropy over decoder targets with z-loss."""
+
+    target_key = "decoder_target_tokens"
+    weights_key = "decoder_loss_weights"
+
+    def __init__(self, config: t5.T5Config):
+        self.config = config
+        self.module = t5.Transformer(config)
+        self.encoder_module = t5.T5EncoderOnly(config)
+
+    def init(self, rng, batch):
+        enc, dec = _zeros(batch, "encoder_input_tokens"), _zeros(batch, "decoder_input_tokens")
+        return self.module.init({"params": rng}, enc, dec, deterministic=True)
+
+    def logits(self, params, batch, dropout_rng=None):
+        return self.module.apply(
+            {"params": params}, jnp.asarray(batch["encoder_input_tokens"]),
+            jnp.asarray(batch["decoder_input_tokens"]),
+            encoder_segment_ids=batch.get("encoder_segment_ids"),
+            decoder_segment_ids=batch.get("decoder_segment_ids"),
+            encoder_positions=batch.get("encoder_positions"),
+            decoder_positions=batch.get("decoder_positions"),
+            deterministic=dropout_rng is None, rngs=_rngs(dropout_rng))
+
+    def encode(self, params, tokens, segment_ids=None, positions=None,
+               output_hidden_states: bool = False):
+        """Last encoder layer `[batch, length, embed]` (after the final norm, as HF).
+
+        Works with encoder-decoder params or the encoder-only subset. With
+        `output_hidden_states`, returns `(last, hidden_states)` (layers + 1 arrays, as HF).
+        """
+        sub = {k: params[k] for k in ("token_embedder", "encoder")}
+        return self.encoder_module.apply({"params": sub}, jnp.asarray(tokens), segment_ids,
+                                         positions, deterministic=True,
+                                         output_hidden_states=output_hidden_states)
+
+    def predict_batch(self, params, batch: Batch, max_decode_length: int | None = None,
+                      eos_id: int = 1) -> jax.Array:
+        """Greedy decoding `[batch, max_decode_length]` int32 (pad 0 after `eos_id`).
+
+        The length defaults to `decoder_target_tokens`' length, else the encoder length.
+        Each step re-runs the causal decoder over the prefix buffer (no KV cache).
+        """
+        enc_tokens = jnp.asarray(batch["encoder_input_tokens"])
+        if max_decode_length is None:
+            ref = batch.get("decoder_target_tokens", enc_tokens)
+            max_decode_length = int(ref.shape[-1])
+        enc_seg = batch.get("encoder_segment_ids")
+        if enc_seg is not None:
+            raise ValueError("predict_batch expects unpacked batches (no encoder_segment_ids)")
+        variables = {"params": params}
+        encoded = self.module.apply(variables, enc_tokens, method=t5.Transformer.encode)
+        bsz = enc_tokens.shape[0]
+
+        def step(i, state):
+            dec_inputs, out, done = state
+            logits = self.module.apply(variables, encoded, enc_tokens, dec_inputs,
+                                       method=t5.Transformer.decode)
+            next_tok = jnp.argmax(logits[:, i], axis=-1).astype(jnp.int32)
+            next_tok = jnp.where(done, 0, next_tok)
+            out = out.at[:, i].set(next_tok)
+            done = done | (next_tok == eos_id)
+            dec_inputs = jnp.where(i + 1 < max_decode_length,
+                                   dec_inputs.at[:, jnp.minimum(i + 1, max_decode_length - 1)]
+                                   .set(next_tok), dec_inputs)
+            return dec_inputs, out, done
+
+        init = (jnp.zeros((bsz, max_decode_length), jnp.int32),
+                jnp.zeros((bsz, max_decode_length), jnp.int32), jnp.zeros((bsz,), bool))
+        _, out, _ = jax.lax.fori_loop(0, max_decode_length, step, init)
+        return out
+
+
+class MaskedLMModel(BaseModel):
+    """ProtBert MLM: cross entropy on the selected (loss-weighted) positions only."""
+
+    target_key = "encoder_target_tokens"
+    weights_key = "encoder_loss_weights"
+
+    def __init__(self, config: bert.BertConfig):
+        self.config = config
+        self.module = bert.BertForMaskedLM(config)
+
+    def init(self, rng, batch):
+        return self.module.init({"params": rng}, _zeros(batch, "encoder_input_tokens"),
+                                deterministic=True)
+
+    def logits(self, params, batch, dropout_rng=None):
+        return self.module.apply(
+            {"params": params}, jnp.asarray(batch["encoder_input_tokens"]),
+            segment_ids=batch.get("encoder_segment_ids"),
+            positions=batch.get("encoder_positions"),
+            deterministic=dropout_rng is None, rngs=_rngs(dropout_rng))
+
+    def _weights(self, batch):
+        if self.weights_key not in batch:
+            raise KeyError(f"MLM batch needs {self.weights_key!r} (1 on the selected positions); "
+                           f"keys: {sorted(batch)}")
+        return jnp.asarray(batch[self.weights_key], jnp.float32)
+
+    def encode(self, params, tokens, segment_ids=None, positions=None,
+               output_hidden_states: bool = False):
+        """Last encoder layer `[batch, length, embed]`; with `output_hidden_states`,
+        `(last, hidden_states)` (embeddings output + every layer, as HF)."""
+        return self.module.apply({"params": params}, jnp.asarray(tokens), segment_ids, positions,
+                                 deterministic=True, output_hidden_states=output_hidden_states,
+                                 method=bert.BertForMaskedLM.encode)
+
+    def predict_batch(self, params, batch: Batch) -> jax.Array:
+        """Input tokens with the loss positions (else the [MASK] tokens) filled by the argmax."""
+        tokens = jnp.asarray(batch["encoder_input_tokens"])
+        logits = self.logits(params, batch, None)
+        fill = (batch[self.weights_key] > 0) if self.weights_key in batch else tokens == MASK_ID_BERT
+        return jnp.where(fill, jnp.argmax(logits, axis=-1).astype(tokens.dtype), tokens)
+
+
+def get_model(config) -> BaseModel:
+    """The Model class for a config: T5Config -> EncoderDecoderModel, BertConfig -> MaskedLMModel."""
+    if isinstance(config, t5.T5Config):
+        return EncoderDecoderModel(config)
+    if isinstance(config, bert.BertConfig):
+        return MaskedLMModel(config)
+    raise TypeError(f"no model for config type {type(config).__name__}")
+
+
+__all__ = ["BaseModel", "EncoderDecoderModel", "MaskedLMModel", "get_model"]

@@ -1,0 +1,146 @@
+"""Device mesh, logical-axis rule tables and sharded initialisation (t5x style, on flax.linen.spmd).
+
+Mesh axes are always `('data', 'fsdp', 'model')`; a size of 1 switches an axis off. Parameters and
+activations carry logical names (`batch, length, embed, mlp, heads, kv, vocab, relpos_buckets,
+abspos, token_type, layers`); a rule table maps them to mesh axes. Flax applies the rules per array
+in order and skips a mesh axis already used by an earlier dim, so `batch` (listed first) takes
+`data`+`fsdp` on activations while `embed -> fsdp` shards only the parameters.
+
+Typical use (trainer):
+    mesh = create_mesh(data=-1, model=2)
+    rules = standard_logical_axis_rules()
+    variables, shardings = sharded_init(lambda rng: model.init(rng, batch), mesh, rules, rng)
+    with mesh, nn.logical_axis_rules(rules):   # activates the activation constraints
+        step = jax.jit(train_step, in_shardings=..., out_shardings=...)
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "model")
+LogicalRules = Sequence[tuple[str, str | tuple[str, ...] | None]]
+
+
+def create_mesh(data: int = -1, fsdp: int = 1, model: int = 1,
+                devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A `('data', 'fsdp', 'model')` mesh; one size may be -1 (= the remaining devices).
+
+    Raises:
+      ValueError: when the sizes do not multiply to the number of devices.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = [data, fsdp, model]
+    if sizes.count(-1) > 1:
+        raise ValueError(f"at most one mesh axis may be -1, got data={data} fsdp={fsdp} model={model}")
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if -1 in sizes:
+        if known <= 0 or len(devices) % known:
+            raise ValueError(f"{len(devices)} devices do not divide into data={data} fsdp={fsdp} "
+                             f"model={model}")
+        sizes[sizes.index(-1)] = len(devices) // known
+    if int(np.prod(sizes)) != len(devices):
+        raise ValueError(f"mesh data={sizes[0]} x fsdp={sizes[1]} x model={sizes[2]} = "
+                         f"{int(np.prod(sizes))} != {len(devices)} devices; use -1 for one axis")
+    try:
+        from jax.experimental import mesh_utils
+        grid = mesh_utils.create_device_mesh(sizes, devices)
+    except (ValueError, NotImplementedError, AssertionError):
+        grid = np.asarray(devices).reshape(sizes)
+    return Mesh(grid, MESH_AXES)
+
+
+_COMMON: tuple = (
+    ("vocab", "model"),
+    ("mlp", "model"),
+    ("heads", "model"),
+    ("joined_kv", "model"),
+    ("kv", None),
+    ("length", None),
+    ("layers", None),
+    ("relpos_buckets", None),
+    ("abspos", None),
+    ("token_type", None),
+)
+
+
+def standard_logical_axis_rules() -> tuple:
+    """1-D model parallelism (t5x default): batch -> data(+fsdp); vocab/mlp/heads -> model;
+    embed replicated."""
+    return (("batch", ("data", "fsdp")),) + _COMMON + (("embed", None),)
+
+
+def two_d_logical_axis_rules() -> tuple:
+    """2-D parameter sharding (t5x `parameter_partitioning_dims=2`): as standard, and parameter
+    `embed` dims also sharded over `data` (activations keep embed replicated: batch holds data)."""
+    return (("batch", ("data", "fsdp")),) + _COMMON + (("embed", "data"),)
+
+
+def fsdp_logical_axis_rules() -> tuple:
+    """FSDP: parameters' `embed` dims sharded over `fsdp` (gathered per layer by XLA), with
+    model parallelism over `model` as in the standard table."""
+    return (("batch", ("data", "fsdp")),) + _COMMON + (("embed", "fsdp"),)
+
+
+RULE_TABLES: dict[str, Callable[[], tuple]] = {
+    "standard": standard_logical_axis_rules,
+    "2d": two_d_logical_axis_rules,
+    "fsdp": fsdp_logical_axis_rules,
+}
+
+
+def get_logical_axis_rules(name: str) -> tuple:
+    """Rule table by name: `standard`, `2d` or `fsdp`."""
+    if name not in RULE_TABLES:
+        raise ValueError(f"unknown logical axis rules {name!r}; known: {sorted(RULE_TABLES)}")
+    return RULE_TABLES[name]()
+
+
+def logical_to_mesh_sharding(abstract_tree: Any, mesh: Mesh, rules: LogicalRules) -> Any:
+    """`NamedSharding`s for a (possibly abstract) tree of `nn.LogicallyPartitioned` leaves.
+
+    The result has the tree's structure with the boxes removed (the structure of
+    `nn.meta.unbox(tree)`); unboxed leaves are replicated.
+    """
+    specs = nn.get_partition_spec(abstract_tree)
+    return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def sharded_init(init_fn: Callable[..., Any], mesh: Mesh, rules: LogicalRules, *args,
+                 unbox: bool = True) -> tuple[Any, Any]:
+    """Initialises directly into sharded arrays: eval_shape -> specs -> jit(out_shardings).
+
+    Args:
+      init_fn: `(*args) -> variables` with `nn.LogicallyPartitioned` leaves (e.g. `model.init`).
+      mesh, rules: where and how to shard.
+      *args: passed to `init_fn` (rngs, shapes).
+      unbox: return plain arrays (default) instead of boxed leaves.
+
+    Returns:
+      `(variables, shardings)`: shardings match the unboxed variables' structure.
+    """
+    abstract = jax.eval_shape(init_fn, *args)
+    shardings = logical_to_mesh_sharding(abstract, mesh, rules)
+
+    def init_unboxed(*a):
+        out = init_fn(*a)
+        return nn.meta.unbox(out) if unbox else out
+
+    with mesh, nn.logical_axis_rules(rules):
+        variables = jax.jit(init_unboxed, out_shardings=shardings)(*args)
+    return variables, shardings
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """A fully replicated sharding on `mesh` (scalars, rngs, step counters)."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+    """Batch arrays `[batch, ...]`: leading axis over `data` and `fsdp`."""
+    return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))

@@ -1,0 +1,115 @@
+"""Shared pieces of the Hugging Face tests: real proteins, batches, briefly trained models."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+import pytest
+
+from protlm import models
+from protlm.data import tokens
+from protlm.data.fasta import read_fasta
+
+NUM_PROTEINS = 16
+TRAIN_STEPS = 20
+TRAIN_CROP = 48  # residues per training example (keeps 20 CPU steps of the small models short)
+
+
+def pick_proteins(fasta_paths: list[str], num: int = NUM_PROTEINS, max_len: int = 300,
+                  scan: int = 3000) -> list[str]:
+    """`num` real proteins with lengths spread over [10, max_len], at least one with a rare
+    residue (X/U/Z/O/B) when the first `scan` records have one; deterministic."""
+    seqs = []
+    for i, rec in enumerate(read_fasta(fasta_paths[0])):
+        if i >= scan:
+            break
+        if 10 <= len(rec.sequence) <= max_len:
+            seqs.append(rec.sequence)
+    seqs.sort(key=len)
+    rare = [s for s in seqs if set(s) & set("XUZOB")]
+    picks = [seqs[round(k * (len(seqs) - 1) / (num - 1))] for k in range(num)]
+    if rare and not any(set(s) & set("XUZOB") for s in picks):
+        picks[num // 2] = rare[0]
+    return picks
+
+
+@pytest.fixture(scope="session")
+def proteins(pretraining_fasta) -> list[str]:
+    return pick_proteins(pretraining_fasta)
+
+
+def token_rows(family: str, seqs: list[str]) -> list[list[int]]:
+    """protlm's ids as the HF tokenizers produce them: T5 `seq </s>`, BERT `[CLS] seq [SEP]`."""
+    if family == "t5":
+        return [list(tokens.encode_prott5(s)) + [tokens.PROTT5_EOS_ID] for s in seqs]
+    return [[tokens.PROTBERT_CLS_ID] + list(tokens.encode_protbert(s)) + [tokens.PROTBERT_SEP_ID]
+            for s in seqs]
+
+
+def pad(rows: list[list[int]], length: int | None = None) -> np.ndarray:
+    """Right-padded int32 `[batch, length]`."""
+    length = length or max(map(len, rows))
+    out = np.zeros((len(rows), length), np.int32)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r[:length]
+    return out
+
+
+def family_of(config) -> str:
+    return "t5" if isinstance(config, models.T5Config) else "bert"
+
+
+def eval_batch(config, seqs: list[str]) -> dict[str, np.ndarray]:
+    """Padded batch of whole proteins; T5 decodes its own input (shifted right)."""
+    enc = pad(token_rows(family_of(config), seqs))
+    dec = np.zeros_like(enc)
+    dec[:, 1:] = enc[:, :-1]
+    return {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
+            "decoder_target_tokens": enc, "decoder_loss_weights": (enc > 0).astype(np.int32),
+            "encoder_target_tokens": enc, "encoder_loss_weights": (enc > 0).astype(np.int32)}
+
+
+def train_batch(config, seqs: list[str], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A denoising (T5, 15 % residues -> sentinels, target = whole sequence) or MLM (BERT, 15 %
+    -> [MASK], loss on those) batch of `TRAIN_CROP`-residue crops."""
+    crops = [s[:TRAIN_CROP] for s in seqs]
+    clean = pad(token_rows(family_of(config), crops))
+    valid = clean > 2 if family_of(config) == "t5" else clean > 4
+    chosen = valid & (rng.random(clean.shape) < 0.15)
+    if family_of(config) == "t5":
+        enc = np.where(chosen, tokens.prott5_sentinel_id(0), clean)
+        dec = np.zeros_like(clean)
+        dec[:, 1:] = clean[:, :-1]
+        return {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
+                "decoder_target_tokens": clean,
+                "decoder_loss_weights": (clean > 0).astype(np.int32)}
+    return {"encoder_input_tokens": np.where(chosen, tokens.PROTBERT_MASK_ID, clean),
+            "encoder_target_tokens": clean, "encoder_loss_weights": chosen.astype(np.int32)}
+
+
+def init_params(config, seed: int = 0) -> dict:
+    """Unboxed random params of `config`."""
+    model = models.get_model(config)
+    shapes = {k: jax.ShapeDtypeStruct((2, 8), np.int32)
+              for k in ("encoder_input_tokens", "decoder_input_tokens")}
+    return nn.unbox(model.init(jax.random.PRNGKey(seed), shapes)["params"])
+
+
+def train(config, params: dict, seqs: list[str], steps: int = TRAIN_STEPS) -> dict:
+    """`steps` Adam steps of the Model's loss_fn (dropout on): weights move off their init."""
+    model = models.get_model(config)
+    tx = optax.adam(3e-3)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state, batch, rng):
+        grads = jax.grad(lambda p: model.loss_fn(p, batch, rng)[0])(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    np_rng = np.random.default_rng(0)
+    for i in range(steps):
+        batch = train_batch(config, seqs, np_rng)
+        params, opt_state = step(params, opt_state, batch, jax.random.PRNGKey(i))
+    return jax.tree_util.tree_map(np.asarray, params)

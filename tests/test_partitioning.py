@@ -1,0 +1,92 @@
+"""Mesh, rule tables, sharded init, and sharded == single-device numerics on 8 fake CPUs."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+import protlm.models as M
+from protlm import partitioning as P
+
+
+def test_create_mesh_sizes():
+    mesh = P.create_mesh(data=-1, model=2)
+    assert dict(mesh.shape) == {"data": 4, "fsdp": 1, "model": 2}
+    assert dict(P.create_mesh(data=2, fsdp=-1, model=2).shape)["fsdp"] == 2
+    with pytest.raises(ValueError, match="devices"):
+        P.create_mesh(data=3, model=2)
+    with pytest.raises(ValueError, match="at most one"):
+        P.create_mesh(data=-1, model=-1)
+    with pytest.raises(ValueError, match="unknown logical axis rules"):
+        P.get_logical_axis_rules("3d")
+
+
+def test_rules_map_params_and_activations():
+    std, fsdp = P.standard_logical_axis_rules(), P.fsdp_logical_axis_rules()
+    assert nn.logical_to_mesh_axes(("embed", "mlp"), std) == PartitionSpec(None, "model")
+    assert nn.logical_to_mesh_axes(("embed", "mlp"), fsdp) == PartitionSpec("fsdp", "model")
+    assert nn.logical_to_mesh_axes(("layers", "embed", "heads", "kv"), fsdp) == \
+        PartitionSpec(None, "fsdp", "model", None)
+    # Activations: batch takes data+fsdp first, so embed stays unsharded.
+    for rules in (fsdp, P.two_d_logical_axis_rules()):
+        assert nn.logical_to_mesh_axes(("batch", "length", "embed"), rules) == \
+            PartitionSpec(("data", "fsdp"), None, None)
+
+
+def _batch(family: str, rng: np.random.Generator, b: int = 8, length: int = 12):
+    toks = rng.integers(3, 28, (b, length)).astype(np.int32)
+    toks[:, -3:] = 0  # padding
+    if family == "t5":
+        dec = np.concatenate([np.zeros((b, 1), np.int32), toks[:, :-1]], 1)
+        return {"encoder_input_tokens": toks, "decoder_input_tokens": dec,
+                "decoder_target_tokens": toks, "decoder_loss_weights": (toks > 0).astype(np.float32)}
+    return {"encoder_input_tokens": toks, "encoder_target_tokens": toks,
+            "encoder_loss_weights": (rng.random((b, length)) < 0.3).astype(np.float32)}
+
+
+@pytest.mark.parametrize("name,family", [("prot_t5_tiny", "t5"), ("prot_bert_tiny", "bert")])
+@pytest.mark.parametrize("rules_name", ["standard", pytest.param("fsdp", marks=pytest.mark.slow)])
+def test_sharded_matches_single_device(name, family, rules_name):
+    cfg = M.get_config(name, dtype="float32")
+    model = M.get_model(cfg)
+    batch = _batch(family, np.random.default_rng(0))
+    rng = jax.random.PRNGKey(0)
+
+    # Single device reference.
+    params = nn.meta.unbox(model.init(rng, batch)["params"])
+    ref_loss, ref_grads = jax.jit(jax.value_and_grad(lambda p: model.loss_fn(p, batch)[0]))(params)
+    ref_logits = jax.jit(model.logits)(params, batch)
+
+    mesh = P.create_mesh(data=4, fsdp=1, model=2) if rules_name == "standard" else \
+        P.create_mesh(data=2, fsdp=2, model=2)
+    rules = P.get_logical_axis_rules(rules_name)
+    variables, shardings = P.sharded_init(model.init, mesh, rules, rng, batch)
+    sparams = variables["params"]
+    # Sharded init gives the same values and really shards the big kernels over 'model'.
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), params, sparams)
+    key = "token_embedder" if family == "t5" else "embeddings"
+    leaf = sparams[key]["embedding"] if family == "t5" else sparams[key]["word_embeddings"]["embedding"]
+    assert leaf.sharding.spec[0] == "model"
+    data_sh = P.data_sharding(mesh)
+    sbatch = {k: jax.device_put(v, data_sh) for k, v in batch.items()}
+    with mesh, nn.logical_axis_rules(rules):
+        step = jax.jit(jax.value_and_grad(lambda p, b: model.loss_fn(p, b)[0]),
+                       in_shardings=(shardings["params"], data_sh),
+                       out_shardings=(P.replicated(mesh), shardings["params"]))
+        loss, grads = step(sparams, sbatch)
+        logits = jax.jit(model.logits)(sparams, sbatch)
+    np.testing.assert_allclose(loss, ref_loss, atol=1e-5)
+    np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
+    diffs = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))), grads, ref_grads)
+    assert max(jax.tree_util.tree_leaves(diffs)) <= 1e-5
+
+
+def test_logical_to_mesh_sharding_structure():
+    model = M.get_model(M.get_config("prot_t5_tiny", scan_layers=True))
+    batch = _batch("t5", np.random.default_rng(0))
+    abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), batch)
+    mesh = P.create_mesh(data=4, model=2)
+    sh = P.logical_to_mesh_sharding(abstract, mesh, P.standard_logical_axis_rules())
+    wi = sh["params"]["encoder"]["layers"]["mlp"]["wi"]["kernel"]
+    assert isinstance(wi, NamedSharding) and wi.spec == PartitionSpec(None, None, "model")
