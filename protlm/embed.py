@@ -320,7 +320,7 @@ def embed_fasta(
       output: h5 path (see `output_paths` when both representations are requested).
       per_residue, per_protein: which representation(s) to write (at least one).
       layer: hidden state index as HF `hidden_states` (0 = embedding output, -1 = last layer).
-      dtype: compute dtype (float32 | bfloat16 | float16).
+      dtype: compute dtype (float32 | bfloat16 | float16); a `loaded` model keeps its own.
       max_tokens_per_batch: padded tokens per batch.
       progress: show a tqdm bar.
       loaded: an already loaded model (tests, tools).
@@ -337,6 +337,7 @@ def embed_fasta(
         raise ValueError(f"--max_tokens_per_batch must be positive, got {max_tokens_per_batch}")
     entries = scan_fasta(fasta)  # every input error surfaces here, before the model is even loaded
     loaded = loaded or load_model(model, dtype)
+    dtype = str(loaded.config.dtype)  # a pre-loaded model brings its own
     n_specials = 1 if loaded.family == "t5" else 2
     n_layers = loaded.num_layers
     if not -(n_layers + 1) <= layer <= n_layers:

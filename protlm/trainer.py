@@ -58,8 +58,14 @@ class PartitionConfig:
     fsdp: int = 1
     model: int = 1
     rules: str = "standard"     # protlm.partitioning.RULE_TABLES: standard | 2d | fsdp
+    num_devices: int = 0        # use only the first N devices (0 = all)
 
-    def mesh(self, devices=None):
+    def mesh(self):
+        devices = jax.devices()
+        if self.num_devices:
+            if self.num_devices > len(devices):
+                raise ValueError(f"num_devices={self.num_devices} but only {len(devices)} devices")
+            devices = devices[:self.num_devices]
         return partitioning.create_mesh(self.data, self.fsdp, self.model, devices=devices)
 
     def logical_rules(self) -> tuple:
@@ -502,10 +508,20 @@ def evaluate(eval_step, params, data: BatchSource, per_host: int, global_batch: 
     """Summed eval metrics over ``num_batches`` validation batches (from the split's start)."""
     it = data("validation", per_host, 0, jax.process_index(), jax.process_count(), True)
     sums = None
-    for _ in range(num_batches):
-        out = eval_step(params, make_global_batch(next(it), bsh, global_batch))
-        sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
+    try:
+        for _ in range(num_batches):
+            out = eval_step(params, make_global_batch(next(it), bsh, global_batch))
+            sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
+    finally:
+        _close(it)
     return summarize_eval(jax.device_get(sums))
+
+
+def _close(iterator) -> None:
+    """Close a generator now (an open tf.data iterator can hang interpreter exit)."""
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
 
 
 def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: int,
@@ -561,6 +577,7 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
         log.warning("batch size or feature lengths changed since the checkpoint (%s): the data "
                     "stream starts from its beginning", data_state)
         start_batch = 0
+        _close(train_it)
         train_it = data("train", per_host, 0, jax.process_index(), nproc, True)
         first = next(train_it)
     missing = {k for k in ("encoder_input_tokens", model.target_key) if k not in first}
@@ -617,24 +634,26 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
                 window = m if window is None else jax.tree_util.tree_map(jnp.add, window, m)
                 window_steps += 1
                 if step == start_step + 1:
-                    jax.block_until_ready(m)       # exclude compilation from the first window
+                    jax.block_until_ready(m)       # exclude compilation from the timings
                     timer = metrics_lib.StepTimer(step, train_steps)
-                    window, window_steps = None, 0
                 if step % log_every == 0 or step == train_steps:
                     if stopped_nonfinite(m):
                         status = "nonfinite"
                         break
                     if window_steps:
-                        per_step, eta = timer.lap(step)
                         last_train = summarize_train(jax.device_get(window), window_steps)
-                        last_train.update(metrics_lib.throughput(
-                            tokens_per_step, flops_per_step / tokens_per_step, per_step,
-                            mesh.size, peak))
-                        last_train["step_seconds"] = per_step
+                        eta = float("nan")
+                        if step > start_step + 1:   # the first step's time is compilation
+                            per_step, eta = timer.lap(step)
+                            last_train.update(metrics_lib.throughput(
+                                tokens_per_step, flops_per_step / tokens_per_step, per_step,
+                                mesh.size, peak), step_seconds=per_step)
                         writer.write("train", step, last_train)
-                        log.info("step %d/%d  loss %.4f  acc %.3f  %.3g tokens/s  ETA %s", step,
-                                 train_steps, last_train["loss"], last_train["accuracy"],
-                                 last_train["tokens_per_second"], metrics_lib.format_seconds(eta))
+                        log.info("step %d/%d  loss %.4f  acc %.3f  %.4g tokens/s  MFU %.3g  ETA %s",
+                                 step, train_steps, last_train["loss"], last_train["accuracy"],
+                                 last_train.get("tokens_per_second", float("nan")),
+                                 last_train.get("mfu", float("nan")),
+                                 metrics_lib.format_seconds(eta))
                         window, window_steps = None, 0
                 if evaluation.every_steps > 0 and (step % evaluation.every_steps == 0
                                                    or step == train_steps):
@@ -655,6 +674,7 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
             log.error("non-finite loss or gradient at step %d: stopped; the last good checkpoint "
                       "is %s", step, manager.latest_step())
     finally:
+        _close(train_it)
         manager.wait_until_finished()
         manager.close()
         writer.close()

@@ -8,6 +8,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 import protlm.models as M
 from protlm import partitioning as P
+from tests.models.conftest import key
 
 
 def test_create_mesh_sizes():
@@ -51,12 +52,18 @@ def test_sharded_matches_single_device(name, family, rules_name):
     cfg = M.get_config(name, dtype="float32")
     model = M.get_model(cfg)
     batch = _batch(family, np.random.default_rng(0))
-    rng = jax.random.PRNGKey(0)
+    rng = key(0)
+
+    def loss_grads_logits(p, b):
+        def f(p):
+            loss, _ = model.loss_fn(p, b)
+            return loss, model.logits(p, b)
+        (loss, logits), grads = jax.value_and_grad(f, has_aux=True)(p)
+        return loss, grads, logits
 
     # Single device reference.
-    params = nn.meta.unbox(model.init(rng, batch)["params"])
-    ref_loss, ref_grads = jax.jit(jax.value_and_grad(lambda p: model.loss_fn(p, batch)[0]))(params)
-    ref_logits = jax.jit(model.logits)(params, batch)
+    params = nn.meta.unbox(jax.jit(model.init)(rng, batch)["params"])
+    ref_loss, ref_grads, ref_logits = jax.jit(loss_grads_logits)(params, batch)
 
     mesh = P.create_mesh(data=4, fsdp=1, model=2) if rules_name == "standard" else \
         P.create_mesh(data=2, fsdp=2, model=2)
@@ -65,17 +72,17 @@ def test_sharded_matches_single_device(name, family, rules_name):
     sparams = variables["params"]
     # Sharded init gives the same values and really shards the big kernels over 'model'.
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), params, sparams)
-    key = "token_embedder" if family == "t5" else "embeddings"
-    leaf = sparams[key]["embedding"] if family == "t5" else sparams[key]["word_embeddings"]["embedding"]
+    if family == "t5":
+        leaf = sparams["token_embedder"]["embedding"]
+    else:
+        leaf = sparams["embeddings"]["word_embeddings"]["embedding"]
     assert leaf.sharding.spec[0] == "model"
     data_sh = P.data_sharding(mesh)
     sbatch = {k: jax.device_put(v, data_sh) for k, v in batch.items()}
     with mesh, nn.logical_axis_rules(rules):
-        step = jax.jit(jax.value_and_grad(lambda p, b: model.loss_fn(p, b)[0]),
-                       in_shardings=(shardings["params"], data_sh),
-                       out_shardings=(P.replicated(mesh), shardings["params"]))
-        loss, grads = step(sparams, sbatch)
-        logits = jax.jit(model.logits)(sparams, sbatch)
+        step = jax.jit(loss_grads_logits, in_shardings=(shardings["params"], data_sh),
+                       out_shardings=(P.replicated(mesh), shardings["params"], data_sh))
+        loss, grads, logits = step(sparams, sbatch)
     np.testing.assert_allclose(loss, ref_loss, atol=1e-5)
     np.testing.assert_allclose(logits, ref_logits, atol=1e-5)
     diffs = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))), grads, ref_grads)
@@ -85,7 +92,7 @@ def test_sharded_matches_single_device(name, family, rules_name):
 def test_logical_to_mesh_sharding_structure():
     model = M.get_model(M.get_config("prot_t5_tiny", scan_layers=True))
     batch = _batch("t5", np.random.default_rng(0))
-    abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), batch)
+    abstract = jax.eval_shape(model.init, key(0), batch)
     mesh = P.create_mesh(data=4, model=2)
     sh = P.logical_to_mesh_sharding(abstract, mesh, P.standard_logical_axis_rules())
     wi = sh["params"]["encoder"]["layers"]["mlp"]["wi"]["kernel"]

@@ -230,8 +230,11 @@ def load_secondary_structure(data_root: pathlib.Path) -> dict[str, list[ResidueR
     return out
 
 
-def task_sequences(task: str, data_root: pathlib.Path) -> list[tuple[str, str]]:
-    """(id, sequence) of every protein a task needs, each id once, in a fixed order."""
+def task_sequences(task: str, data_root: pathlib.Path, limit: int | None = None) -> list[tuple[str, str]]:
+    """(id, sequence) of every protein a task needs, each id once, in a fixed order.
+
+    With `limit`, only the proteins a `--limit` run of the task uses (`subsample` of each split).
+    """
     if task == "secondary_structure":
         groups = load_secondary_structure(data_root).values()
     elif task == "localization":
@@ -240,7 +243,7 @@ def task_sequences(task: str, data_root: pathlib.Path) -> list[tuple[str, str]]:
         raise ValueError(f"unknown task {task!r}; expected secondary_structure or localization")
     out: dict[str, str] = {}
     for records in groups:
-        for r in records:
+        for r in subsample(records, limit):
             if out.setdefault(r.id, r.sequence) != r.sequence:
                 raise DataFormatError(f"id {r.id} names two different sequences")
     return list(out.items())

@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     root = pathlib.Path(args.data_root) if args.data_root else datasets.default_data_root()
     if args.write_fasta:
-        items = datasets.task_sequences(args.task, root)
+        items = datasets.task_sequences(args.task, root, args.limit)
         datasets.write_fasta(items, pathlib.Path(args.write_fasta))
         log.info("wrote %d proteins (%d residues) to %s", len(items), sum(len(s) for _, s in items), args.write_fasta)
         return 0

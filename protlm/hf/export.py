@@ -127,6 +127,11 @@ def export_params(params: Mapping, config, output_dir: str | os.PathLike, *,
     if not encoder_only and _is_encoder_only_tree(family.name, tree):
         log.info("params have no decoder: exporting T5EncoderModel")
         encoder_only = True
+    if family.name == "t5" and not encoder_only and not config.logits_via_embedding:
+        raise ValueError(
+            "logits_via_embedding=False (untied output projection): transformers 5 ties T5's "
+            "lm_head to shared.weight whatever tie_word_embeddings says, so the exported model "
+            "would compute different logits; export the encoder with --encoder_only")
     specs = hf_tensor_specs(config, tree, encoder_only, dtype)
     rules = family.rules(config, encoder_only)
     output_dir = pathlib.Path(output_dir).expanduser().absolute()

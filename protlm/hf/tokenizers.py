@@ -76,6 +76,7 @@ def write_prott5_tokenizer(out_dir: str) -> list[str]:
     Returns:
       The file names written.
     """
+    os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, SPIECE_MODEL), "wb") as f:
         f.write(prott5_sentencepiece_model())
     sentinels = [f"<extra_id_{i}>" for i in range(tokens.PROTT5_NUM_SENTINELS)]
@@ -95,6 +96,7 @@ def write_protbert_tokenizer(out_dir: str, model_max_length: int) -> list[str]:
       out_dir: output directory.
       model_max_length: longest input (the model's max_position_embeddings).
     """
+    os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, BERT_VOCAB), "w", encoding="utf-8") as f:
         f.write("\n".join(tokens.PROTBERT_TOKENS) + "\n")
     special = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",

@@ -13,10 +13,11 @@ from protlm.data.fasta import read_fasta
 
 NUM_PROTEINS = 16
 TRAIN_STEPS = 20
-TRAIN_CROP = 48  # residues per training example (keeps 20 CPU steps of the small models short)
+TRAIN_CROP = 32  # residues per training example (keeps 20 CPU steps of the small models short)
+TRAIN_BATCH = 4
 
 
-def pick_proteins(fasta_paths: list[str], num: int = NUM_PROTEINS, max_len: int = 300,
+def pick_proteins(fasta_paths: list[str], num: int = NUM_PROTEINS, max_len: int = 200,
                   scan: int = 3000) -> list[str]:
     """`num` real proteins with lengths spread over [10, max_len], at least one with a rare
     residue (X/U/Z/O/B) when the first `scan` records have one; deterministic."""
@@ -73,8 +74,8 @@ def eval_batch(config, seqs: list[str]) -> dict[str, np.ndarray]:
 def train_batch(config, seqs: list[str], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """A denoising (T5, 15 % residues -> sentinels, target = whole sequence) or MLM (BERT, 15 %
     -> [MASK], loss on those) batch of `TRAIN_CROP`-residue crops."""
-    crops = [s[:TRAIN_CROP] for s in seqs]
-    clean = pad(token_rows(family_of(config), crops))
+    crops = [s[:TRAIN_CROP] for s in seqs[:TRAIN_BATCH]]
+    clean = pad(token_rows(family_of(config), crops), TRAIN_CROP + 2)  # one shape: one compile
     valid = clean > 2 if family_of(config) == "t5" else clean > 4
     chosen = valid & (rng.random(clean.shape) < 0.15)
     if family_of(config) == "t5":
@@ -109,7 +110,8 @@ def train(config, params: dict, seqs: list[str], steps: int = TRAIN_STEPS) -> di
         return optax.apply_updates(params, updates), opt_state
 
     np_rng = np.random.default_rng(0)
-    for i in range(steps):
-        batch = train_batch(config, seqs, np_rng)
+    for i in range(steps):  # a different protein subset and masking every step
+        chosen = [seqs[j] for j in np_rng.permutation(len(seqs))[:TRAIN_BATCH]]
+        batch = train_batch(config, chosen, np_rng)
         params, opt_state = step(params, opt_state, batch, jax.random.PRNGKey(i))
     return jax.tree_util.tree_map(np.asarray, params)

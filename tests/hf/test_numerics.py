@@ -63,22 +63,17 @@ def _hf_run(out_dir, config, seqs):
             out.logits.numpy())
 
 
-@pytest.mark.parametrize("trained", [False, True], ids=["init", "trained"])
-@pytest.mark.parametrize("name", NAMES)
-def test_export_matches_transformers(name, trained, proteins, tmp_path):
-    config, params = _params(name, trained, tuple(proteins))
-    out = export.export_params(params, config, tmp_path / "hf", progress=False)
-    ids, mask, hf_hidden, hf_logits = _hf_run(out, config, proteins)
-
-    batch = eval_batch(config, proteins)
+def _check(name, config, params, seqs, out_dir, forward):
+    """Exports `params`, compares transformers with protlm, and imports them back."""
+    out = export.export_params(params, config, out_dir, progress=False)
+    ids, mask, hf_hidden, hf_logits = _hf_run(out, config, seqs)
+    batch = eval_batch(config, seqs)
     np.testing.assert_array_equal(ids, batch["encoder_input_tokens"])  # tokenizer == protlm
-    model = models.get_model(config)
-    hidden = np.asarray(model.encode(params, batch["encoder_input_tokens"]))
-    logits = np.asarray(model.logits(params, batch))
+    hidden, logits = (np.asarray(x) for x in forward(params, batch))
     hidden_diff = np.abs(hidden - hf_hidden)[mask].max()
     logits_diff = np.abs(logits - hf_logits)[mask].max()
-    print(f"{name} {'trained' if trained else 'init'}: max |diff| hidden {hidden_diff:.2e} "
-          f"logits {logits_diff:.2e} (logit scale {np.abs(hf_logits[mask]).max():.2f})")
+    print(f"{name}: max |diff| hidden {hidden_diff:.2e} logits {logits_diff:.2e} "
+          f"(logit scale {np.abs(hf_logits[mask]).max():.2f})")
     assert hidden_diff <= TOL and logits_diff <= TOL
 
     back, back_config = importer.params_from_hf(out, dtype="float32")
@@ -89,6 +84,17 @@ def test_export_matches_transformers(name, trained, proteins, tmp_path):
     for path, leaf in flat:
         assert back_flat[path].dtype == leaf.dtype
         np.testing.assert_array_equal(back_flat[path], leaf, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_export_matches_transformers(name, proteins, tmp_path):
+    """Random init, then after 20 training steps: same forward, same ids, exact round trip."""
+    model = models.get_model(models.get_config(name, dtype="float32"))
+    forward = jax.jit(lambda p, b: (model.encode(p, b["encoder_input_tokens"]), model.logits(p, b)))
+    for trained in (False, True):
+        config, params = _params(name, trained, tuple(proteins))
+        label = f"{name} {'trained' if trained else 'init'}"
+        _check(label, config, params, proteins, tmp_path / label.replace(" ", "_"), forward)
 
 
 def test_trained_params_moved(proteins):

@@ -10,17 +10,14 @@ import pytest
 import protlm.models as M
 from protlm.models import t5
 from protlm.models.scan_utils import stack_layers, unstack_layers
-from tests.models.conftest import t5_batch
+from tests.models.conftest import key, t5_batch
 
-KEY = jax.random.PRNGKey(0)
+KEY = key(0)
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    cfg = M.get_config("prot_t5_tiny")
-    model = M.get_model(cfg)
-    params = nn.meta.unbox(model.init(KEY, t5_batch(np.random.default_rng(0)))["params"])
-    return cfg, model, params
+@pytest.fixture
+def tiny(t5_tiny):
+    return t5_tiny
 
 
 def test_param_tree_names(tiny):
@@ -145,7 +142,7 @@ def test_bfloat16_activations_fp32_params(np_rng):
     cfg = M.get_config("prot_t5_tiny", dtype="bfloat16")
     model = M.get_model(cfg)
     batch = t5_batch(np_rng)
-    params = nn.meta.unbox(model.init(KEY, batch)["params"])
+    params = nn.meta.unbox(jax.jit(model.init)(KEY, batch)["params"])
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(params))
     assert jax.jit(model.logits)(params, batch).dtype == jnp.float32
     assert model.encode(params, batch["encoder_input_tokens"]).dtype == jnp.bfloat16
@@ -159,7 +156,7 @@ def test_dropout_is_used_when_rng_given(tiny, np_rng):
     batch = t5_batch(np_rng)
     loss = jax.jit(lambda p, b, r: model.loss_fn(p, b, r)[0])
     det = jax.jit(lambda p, b: model.loss_fn(p, b)[0])(params, batch)
-    d1, d2 = loss(params, batch, jax.random.PRNGKey(1)), loss(params, batch, jax.random.PRNGKey(2))
+    d1, d2 = loss(params, batch, key(1)), loss(params, batch, key(2))
     assert float(d1) != float(det) and float(d1) != float(d2)
 
 
