@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_SUBDIR = "checkpoints"
 CONFIG_FILE = "config.json"
-ITEMS = ("state", "data")
 
 
 # ----------------------------------------------------------------------------- manager
@@ -52,7 +51,9 @@ def make_manager(model_dir: str | os.PathLike, save_interval_steps: int = 1000,
         save_interval_steps=max(1, int(save_interval_steps)), max_to_keep=max_to_keep,
         enable_async_checkpointing=async_save, create=not read_only, read_only=read_only,
         cleanup_tmp_directories=not read_only)
-    return ocp.CheckpointManager(checkpoint_dir(model_dir), options=options, item_names=ITEMS)
+    handlers = {"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(checkpoint_dir(model_dir), options=options,
+                                 item_handlers=handlers)
 
 
 def latest_step(model_dir: str | os.PathLike) -> Optional[int]:
@@ -72,7 +73,7 @@ def save_state(manager: ocp.CheckpointManager, step: int, state: dict,
     ``manager.wait_until_finished()`` before exiting.
     """
     return manager.save(int(step), force=force, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)))
+        state=ocp.args.PyTreeSave(state), data=ocp.args.JsonSave(data_state)))
 
 
 def state_keys(manager: ocp.CheckpointManager, step: int) -> set[str]:

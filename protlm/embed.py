@@ -343,8 +343,9 @@ def embed_fasta(
     if not -(n_layers + 1) <= layer <= n_layers:
         raise ValueError(f"--layer {layer} out of range: the model has {n_layers} layers, hidden states "
                          f"0..{n_layers} (or -1 for the last)")
-    if layer == n_layers or layer == -1:
-        layer = -1  # the last hidden state is the model's own output
+    layer = layer + n_layers + 1 if layer < 0 else layer
+    if layer == n_layers:
+        layer = -1  # the last hidden state is the model's own output (recorded as -1)
     if loaded.max_tokens:
         for e in entries:
             if e.length + n_specials > loaded.max_tokens:
@@ -364,7 +365,9 @@ def embed_fasta(
         forward = make_forward(loaded, layer, "per_residue" in outs, "per_protein" in outs)
         store_dtype = np.float16 if dtype == "float16" else np.float32
         todo_keys = {e.key for e in todo}
-        bar = tqdm(total=len(todo), unit="prot", disable=not progress, dynamic_ncols=True, mininterval=1.0)
+        # The bar counts residues (the work), so its ETA holds although the longest proteins come first.
+        bar = tqdm(total=total_res, unit="res", unit_scale=True, disable=not progress, dynamic_ncols=True,
+                   mininterval=1.0)
         t0, n_prot, n_res = time.time(), 0, 0
         for chunk in _chunks(fasta, CHUNK_PROTEINS):
             chunk = [r for r in chunk if sanitize_id(r.id) in todo_keys]
@@ -387,9 +390,9 @@ def embed_fasta(
                         outs["per_protein"].write(key, np.asarray(mean[r], store_dtype))
                     n_res += n
                 n_prot += len(idx)
-                bar.update(len(idx))
+                bar.update(sum(len(chunk[i].sequence) for i in idx))
                 elapsed = max(time.time() - t0, 1e-9)
-                bar.set_postfix_str(f"{n_res / elapsed:.0f} res/s", refresh=False)
+                bar.set_postfix_str(f"{n_prot}/{len(todo)} proteins, {n_prot / elapsed:.2f} prot/s", refresh=False)
         bar.close()
         written = {k: str(o.finish()) for k, o in outs.items()}
     finally:

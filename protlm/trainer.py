@@ -12,8 +12,8 @@ pre-tokenised arrays (``ArraySource``).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import logging
 import signal
 import time
@@ -564,120 +564,147 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
         return {"status": "dry_run", **dry_run(model, tx, schedule, shapes, mesh, rules,
                                                accum_steps)}
 
-    manager = checkpoints.make_manager(model_dir, checkpoint.every_steps, checkpoint.keep,
-                                       checkpoint.async_save)
-    latest = manager.latest_step()
-    data_state = checkpoints.restore_state(manager, latest, {})[1] if latest is not None else {}
-    start_batch = int(data_state.get("batches_consumed", 0))
-    train_it = data("train", per_host, start_batch, jax.process_index(), nproc, True)
-    first = next(train_it)
-    lengths_now = [int(np.shape(v)[1]) for _, v in sorted(first.items())]
-    if start_batch and (data_state.get("batch_size", batch_size) != batch_size
-                        or data_state.get("lengths", lengths_now) != lengths_now):
-        log.warning("batch size or feature lengths changed since the checkpoint (%s): the data "
-                    "stream starts from its beginning", data_state)
-        start_batch = 0
-        _close(train_it)
-        train_it = data("train", per_host, 0, jax.process_index(), nproc, True)
-        first = next(train_it)
-    missing = {k for k in ("encoder_input_tokens", model.target_key) if k not in first}
-    if missing:
-        raise ValueError(f"data source yields keys {sorted(first)}; the {type(model).__name__} "
-                         f"needs {sorted(missing)} too (wrong task for this model?)")
-    shapes = {k: jax.ShapeDtypeStruct((batch_size,) + np.shape(v)[1:], jnp.int32)
-              for k, v in first.items()}
-    abstract, shardings = state_shardings(model, tx, shapes, mesh, rules)
-    state, _ = _restore_or_init(manager, model, tx, shapes, abstract, shardings, mesh, rules,
-                                seed, checkpoint.init_from)
-    checkpoints.save_config(model_dir, model_config)
+    with contextlib.ExitStack() as cleanup:
+        manager = checkpoints.make_manager(model_dir, checkpoint.every_steps, checkpoint.keep,
+                                           checkpoint.async_save)
+        cleanup.callback(manager.close)
+        cleanup.callback(manager.wait_until_finished)
+        stream = _TrainStream(data, manager, per_host, batch_size)
+        cleanup.callback(stream.close)
+        missing = {k for k in ("encoder_input_tokens", model.target_key) if k not in stream.first}
+        if missing:
+            raise ValueError(f"data source yields keys {sorted(stream.first)}; the "
+                             f"{type(model).__name__} needs {sorted(missing)} too (wrong task?)")
+        shapes = {k: jax.ShapeDtypeStruct((batch_size,) + np.shape(v)[1:], jnp.int32)
+                  for k, v in stream.first.items()}
+        abstract, shardings = state_shardings(model, tx, shapes, mesh, rules)
+        state, _ = _restore_or_init(manager, model, tx, shapes, abstract, shardings, mesh, rules,
+                                    seed, checkpoint.init_from)
+        checkpoints.save_config(model_dir, model_config)
+        writer = metrics_lib.MetricWriter(model_dir, enabled=jax.process_index() == 0)
+        cleanup.callback(writer.close)
+        preemption = _Preemption()
+        cleanup.callback(preemption.restore)
+        lengths = _lengths(shapes)
+        perf = {"tokens_per_step": batch_size * sum(lengths),
+                "flops_per_step": batch_size * float(model_config.flops_per_example(*lengths)),
+                "devices": mesh.size,
+                "peak": peak_flops_per_device
+                or metrics_lib.peak_flops_per_device(jax.devices()[0].device_kind)}
+        log.info("training %s (%.4g M params) on mesh %s from step %d to %d; batch %d x %s",
+                 type(model_config).__name__, sum(np.prod(p.shape) for p in
+                                                  jax.tree_util.tree_leaves(abstract.params)) / 1e6,
+                 dict(mesh.shape), int(jax.device_get(state.step)), train_steps, batch_size,
+                 lengths)
+        step_fn = compile_train_step(model, tx, schedule, shardings, mesh, rules, accum_steps)
+        eval_fn = jax.jit(make_eval_step(model), in_shardings=(shardings.params,
+                                                               batch_sharding(mesh)))
 
-    bsh = batch_sharding(mesh)
-    step_fn = compile_train_step(model, tx, schedule, shardings, mesh, rules, accum_steps)
-    eval_fn = jax.jit(make_eval_step(model), in_shardings=(shardings.params, bsh))
-    rng = jax.device_put(jax.random.key(seed), partitioning.replicated(mesh))
-    writer = metrics_lib.MetricWriter(model_dir, enabled=jax.process_index() == 0)
-    lengths = _lengths(shapes)
-    tokens_per_step = batch_size * sum(lengths)
-    flops_per_step = batch_size * float(model_config.flops_per_example(*lengths))
-    peak = peak_flops_per_device or metrics_lib.peak_flops_per_device(jax.devices()[0].device_kind)
-    preemption = _Preemption()
+        def run_eval(params):
+            return evaluate(eval_fn, params, data, per_host, batch_size, evaluation.num_batches,
+                            batch_sharding(mesh))
 
+        with mesh, nn.logical_axis_rules(rules):
+            return _loop(state, step_fn, run_eval, stream, manager, writer, preemption, perf,
+                         train_steps=train_steps, batch_size=batch_size, seed=seed,
+                         log_every=log_every, eval_every=evaluation.every_steps,
+                         save_every=max(1, checkpoint.every_steps), mesh=mesh)
+
+
+class _TrainStream:
+    """The training batches from the saved data position (or the start when the stream changed)."""
+
+    def __init__(self, data: BatchSource, manager, per_host: int, batch_size: int):
+        latest = manager.latest_step()
+        saved = checkpoints.restore_state(manager, latest, {})[1] if latest is not None else {}
+        self._open = lambda start: data("train", per_host, start, jax.process_index(),
+                                        jax.process_count(), True)
+        self.start_batch = int(saved.get("batches_consumed", 0))
+        self.it = self._open(self.start_batch)
+        self.first = next(self.it)
+        self.lengths = [int(np.shape(v)[1]) for _, v in sorted(self.first.items())]
+        if self.start_batch and (saved.get("batch_size", batch_size) != batch_size
+                                 or saved.get("lengths", self.lengths) != self.lengths):
+            log.warning("batch size or feature lengths changed since the checkpoint (%s): the "
+                        "data stream starts from its beginning", saved)
+            _close(self.it)
+            self.start_batch, self.it = 0, self._open(0)
+            self.first = next(self.it)
+        self._pending_first = True
+
+    def __next__(self) -> Batch:
+        if self._pending_first:
+            self._pending_first = False
+            return self.first
+        return next(self.it)
+
+    def close(self):
+        _close(self.it)
+
+
+def _nonfinite(m) -> bool:
+    return m is not None and float(jax.device_get(m["finite"])) < 1.0
+
+
+def _loop(state: TrainState, step_fn, run_eval, stream: _TrainStream, manager, writer,
+          preemption: _Preemption, perf: dict, *, train_steps: int, batch_size: int, seed: int,
+          log_every: int, eval_every: int, save_every: int, mesh) -> dict:
+    """Steps until ``train_steps``, SIGTERM or a non-finite loss; logs, evaluates, saves."""
     step = start_step = int(jax.device_get(state.step))
-    log.info("training %s (%.3g M params) on mesh %s from step %d to %d; batch %d x %s",
-             type(model_config).__name__,
-             sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(abstract.params)) / 1e6,
-             dict(mesh.shape), step, train_steps, batch_size, lengths)
     timer = metrics_lib.StepTimer(step, train_steps)
     window, window_steps, status = None, 0, "done"
-    last_train, last_eval, pending = {}, {}, None
+    last_train, last_eval, previous = {}, {}, None
 
     def data_position(at_step):
-        return {"batches_consumed": start_batch + (at_step - start_step), "batch_size": batch_size,
-                "lengths": lengths_now, "seed": seed}
+        return {"batches_consumed": stream.start_batch + (at_step - start_step),
+                "batch_size": batch_size, "lengths": stream.lengths, "seed": seed}
 
-    def stopped_nonfinite(m) -> bool:
-        return m is not None and float(jax.device_get(m["finite"])) < 1.0
-
-    try:
-        with mesh, nn.logical_axis_rules(rules):
-            batch = first
-            while step < train_steps:
-                if batch is None:
-                    batch = next(train_it)
-                state, m = step_fn(state, make_global_batch(batch, bsh, batch_size), rng)
-                batch = None
-                step += 1
-                if stopped_nonfinite(pending):
-                    status = "nonfinite"
-                    break
-                pending = m
-                window = m if window is None else jax.tree_util.tree_map(jnp.add, window, m)
-                window_steps += 1
-                if step == start_step + 1:
-                    jax.block_until_ready(m)       # exclude compilation from the timings
-                    timer = metrics_lib.StepTimer(step, train_steps)
-                if step % log_every == 0 or step == train_steps:
-                    if stopped_nonfinite(m):
-                        status = "nonfinite"
-                        break
-                    if window_steps:
-                        last_train = summarize_train(jax.device_get(window), window_steps)
-                        eta = float("nan")
-                        if step > start_step + 1:   # the first step's time is compilation
-                            per_step, eta = timer.lap(step)
-                            last_train.update(metrics_lib.throughput(
-                                tokens_per_step, flops_per_step / tokens_per_step, per_step,
-                                mesh.size, peak), step_seconds=per_step)
-                        writer.write("train", step, last_train)
-                        log.info("step %d/%d  loss %.4f  acc %.3f  %.4g tokens/s  MFU %.3g  ETA %s",
-                                 step, train_steps, last_train["loss"], last_train["accuracy"],
-                                 last_train.get("tokens_per_second", float("nan")),
-                                 last_train.get("mfu", float("nan")),
-                                 metrics_lib.format_seconds(eta))
-                        window, window_steps = None, 0
-                if evaluation.every_steps > 0 and (step % evaluation.every_steps == 0
-                                                   or step == train_steps):
-                    last_eval = evaluate(eval_fn, state.params, data, per_host, batch_size,
-                                         evaluation.num_batches, bsh)
-                    writer.write("eval", step, last_eval)
-                preempted = preemption.check(step)
-                if manager.should_save(step) or step == train_steps or preempted:
-                    if stopped_nonfinite(m):
-                        status = "nonfinite"
-                        break
-                    checkpoints.save_state(manager, step, state.to_dict(), data_position(step),
-                                           force=True)
-                if preempted:
-                    status = "preempted"
-                    break
-        if status == "nonfinite":
-            log.error("non-finite loss or gradient at step %d: stopped; the last good checkpoint "
-                      "is %s", step, manager.latest_step())
-    finally:
-        _close(train_it)
-        manager.wait_until_finished()
-        manager.close()
-        writer.close()
-        preemption.restore()
+    while step < train_steps:
+        batch = make_global_batch(next(stream), partitioning.data_sharding(mesh), batch_size)
+        state, m = step_fn(state, batch, jax.random.key(seed))
+        step += 1
+        if _nonfinite(previous):      # checked one step late: keeps the device busy
+            status = "nonfinite"
+            break
+        previous = m
+        window = m if window is None else jax.tree_util.tree_map(jnp.add, window, m)
+        window_steps += 1
+        if step % log_every == 0 or step == train_steps:
+            if _nonfinite(m):
+                status = "nonfinite"
+                break
+            last_train = summarize_train(jax.device_get(window), window_steps)
+            eta = float("nan")
+            if step > start_step + 1:
+                per_step, eta = timer.lap(step)
+                last_train.update(metrics_lib.throughput(
+                    perf["tokens_per_step"], perf["flops_per_step"] / perf["tokens_per_step"],
+                    per_step, perf["devices"], perf["peak"]), step_seconds=per_step)
+            writer.write("train", step, last_train)
+            log.info("step %d/%d  loss %.4f  acc %.3f  %.4g tokens/s  MFU %.3g  ETA %s", step,
+                     train_steps, last_train["loss"], last_train["accuracy"],
+                     last_train.get("tokens_per_second", float("nan")),
+                     last_train.get("mfu", float("nan")), metrics_lib.format_seconds(eta))
+            window, window_steps = None, 0
+        if eval_every > 0 and (step % eval_every == 0 or step == train_steps):
+            last_eval = run_eval(state.params)
+            writer.write("eval", step, last_eval)
+            timer = metrics_lib.StepTimer(step, train_steps)   # eval time is not step time
+        preempted = preemption.check(step)
+        if step % save_every == 0 or step == train_steps or preempted:
+            if _nonfinite(m):
+                status = "nonfinite"
+                break
+            checkpoints.save_state(manager, step, state.to_dict(), data_position(step), force=True)
+        if step == start_step + 1:    # the first step's time is compilation: not timed
+            jax.block_until_ready(m)
+            timer = metrics_lib.StepTimer(step, train_steps)
+        if preempted:
+            status = "preempted"
+            log.warning("preempted: saved step %d, exiting", step)
+            break
+    if status == "nonfinite":
+        log.error("non-finite loss or gradient near step %d: stopped; the last good checkpoint "
+                  "is step %s", step, manager.latest_step())
     return {"status": status, "step": int(jax.device_get(state.step)), "train": last_train,
             "eval": last_eval}

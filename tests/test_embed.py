@@ -168,7 +168,9 @@ def test_plan_batches_bounds_shapes_and_isolates_long_proteins():
     assert plan[0] == (6144, 1, [3])  # the 5,200-residue protein alone, longest first
     for length, rows, idx in plan:
         assert length in embed.BUCKETS and all(lengths[i] <= length for i in idx)
-        assert len(idx) <= rows and rows & (rows - 1) == 0 or rows == max(1, 1024 // length)
+        full = max(1, 1024 // length)
+        assert len(idx) <= rows <= full
+        assert rows == full or rows & (rows - 1) == 0  # a partial batch is padded to a power of two
     assert embed.bucket_for(600, max_tokens=512) == 512
 
 
@@ -189,3 +191,34 @@ def test_cli_with_saved_checkpoint(tmp_path, t5, proteins):
         assert set(a) == set(b)
         for k in a:
             np.testing.assert_allclose(a[k][()], b[k][()], atol=1e-6)
+
+
+def test_hf_directory_matches_transformers(tmp_path, t5, proteins):
+    """`--model HF_DIR` (imported in-process) gives transformers' T5EncoderModel output, EOS dropped."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from protlm.hf import export
+
+    cfg, _, params, _ = t5
+    hf_dir = export.export_params(params, cfg, tmp_path / "hf", encoder_only=True, progress=False)
+    fasta = _fasta(tmp_path / "p.fasta", proteins[:3])
+    assert embed.main(["--model", str(hf_dir), "--fasta", str(fasta), "--output", str(tmp_path / "hf.h5"),
+                       "--no_progress"]) == 0
+    ref_model = transformers.T5EncoderModel.from_pretrained(hf_dir).eval()
+    with h5py.File(tmp_path / "hf.h5", "r") as f, torch.no_grad():
+        for pid, seq in proteins[:3]:
+            ids = torch.tensor(np.concatenate([encode_prott5(seq), [PROTT5_EOS_ID]])[None], dtype=torch.long)
+            ref = ref_model(input_ids=ids).last_hidden_state[0, : len(seq)].numpy()
+            np.testing.assert_allclose(f[embed.sanitize_id(pid)][()], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_embed_and_downstream_import_without_tensorflow():
+    """The GPU machine has no TensorFlow / seqio: embed and the probes must not import them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, protlm.embed, protlm.downstream.main; "
+            "bad = [m for m in ('tensorflow', 'seqio') if m in sys.modules]; "
+            "sys.exit(f'imported {bad}' if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

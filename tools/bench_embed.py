@@ -15,9 +15,10 @@ protlm's tables, which equal the Rostlab tokenizers' ids (tests/hf), so tokenisa
 on either side.
 
 Both sides embed the same proteins (default: the 2,768 DeepLoc test proteins; `--limit N` takes
-the first N). Each side first runs an untimed warm-up pass over the same proteins (protlm
-compiles every shape; compilation is reported separately as `cold_seconds`), then the timed
-passes alternate (`--rounds`). Weights: random for a preset; a protlm or Hugging Face directory
+the first N). Each side first runs an untimed warm-up pass over the same proteins (reported as
+`cold_seconds`: for protlm it includes compiling every shape), then the timed passes alternate
+(`--rounds`). `embed_fasta` builds a new jitted forward per call, so the timed passes reuse the
+warm-up's executables through jax's persistent compilation cache (`--compilation_cache`). Weights: random for a preset; a protlm or Hugging Face directory
 is loaded by protlm (`protlm.embed.load_model`); transformers loads a Hugging Face directory and
 otherwise builds the same config with random weights (values do not change the speed).
 
@@ -25,6 +26,9 @@ otherwise builds the same config with random weights (values do not change the s
 child process (a real sequence repeated to the length), doubling from `--probe_start`, then
 bisection to `--probe_resolution` residues, up to `--probe_max`. On CPU the child's address space
 is capped at `--probe_memory_gb`, so a failed probe cannot take the shared machine's memory.
+
+`--attention_memory_length L` prints XLA's compiled memory of one encoder attention core of the
+model at length L, dense vs `protlm.layers.blocked_attention` (abstract inputs: runs on a CPU).
 
 Prints one JSON object per measurement (residues_per_second, proteins_per_second, seconds,
 peak memory per side, and `ratio` = protlm residues/s / transformers residues/s).
@@ -66,7 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max_seq_len", type=int, default=1000, help="transformers: longer runs alone")
     p.add_argument("--max_batch", type=int, default=100, help="transformers: proteins/batch")
     p.add_argument("--attention_block_size", type=int, default=0,
-                   help="protlm: blocked attention (needs the config field; see docs/benchmarks.md)")
+                   help="protlm: blocked attention, query rows per block (T5Config field)")
+    p.add_argument("--attention_key_block_size", type=int, default=0,
+                   help="protlm: key columns per block with the online softmax (0 = all keys)")
     p.add_argument("--compilation_cache", default=None,
                    help="jax persistent compilation cache dir (default: a fresh temporary one, so "
                         "the timed passes reuse the warm-up's executables; 'none' disables it)")
@@ -95,15 +101,15 @@ def _overrides(args, dtype) -> dict:
     o = {"dtype": dtype}
     if args.attention_block_size:
         o["attention_block_size"] = args.attention_block_size
+        o["attention_key_block_size"] = args.attention_key_block_size
     return o
 
 
 def load_config(args, dtype):
     config, source = bc.resolve_model(args.model, **_overrides(args, dtype))
     if args.attention_block_size and not hasattr(config, "attention_block_size"):
-        raise SystemExit("--attention_block_size: the model config has no `attention_block_size` "
-                         "field yet (blocked attention is not wired into protlm.models.t5); see "
-                         "docs/benchmarks.md")
+        raise SystemExit("--attention_block_size: this model config has no `attention_block_size` "
+                         "field (blocked attention is wired into ProtT5 only)")
     return config, source
 
 
@@ -138,8 +144,9 @@ class ProtlmEmbedder:
         else:
             self.loaded = embed.load_model(args.model, dtype)
             if args.attention_block_size:
-                cfg = dataclasses.replace(self.loaded.config,
-                                          attention_block_size=args.attention_block_size)
+                cfg = dataclasses.replace(
+                    self.loaded.config, attention_block_size=args.attention_block_size,
+                    attention_key_block_size=args.attention_key_block_size)
                 self.loaded = embed.prepare_model(self.loaded.params, cfg, dtype, source)
         default = inspect.signature(embed.embed_fasta).parameters["max_tokens_per_batch"].default
         self.budget = args.max_tokens_per_batch or default
@@ -381,6 +388,7 @@ def attention_memory(args) -> dict:
     shapes = (qkv, qkv, qkv, jax.ShapeDtypeStruct((heads, buckets), jnp.float32),
               jax.ShapeDtypeStruct((1, n), bool))
     block = args.attention_block_size or 512
+    key_block = args.attention_key_block_size or 4 * block
 
     def dense(q, k, v, table, valid):
         pos = jnp.arange(n)[None]
@@ -393,10 +401,10 @@ def attention_memory(args) -> dict:
         bias = ba.relative_bias_from_params(table, pos, pos, bidirectional=True,
                                             num_buckets=buckets, max_distance=dist)
         return ba.blocked_dot_product_attention(q, k, v, bias, ba.MaskSpec(valid), dtype=act,
-                                                query_block=block, key_block=4 * block)
+                                                query_block=block, key_block=key_block)
 
     out = {"benchmark": "attention_memory", "model": args.model, "dtype": dtype, "length": n,
-           "heads": heads, "head_dim": hd, "query_block": block, "key_block": 4 * block,
+           "heads": heads, "head_dim": hd, "query_block": block, "key_block": key_block,
            **bc.run_header()}
     for name, fn in (("dense", dense), ("blocked", blocked)):
         analysis = jax.jit(fn).lower(*shapes).compile().memory_analysis()

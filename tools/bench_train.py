@@ -249,15 +249,20 @@ def measure(args) -> dict:
     config, source = bc.resolve_model(args.model, **_overrides(args))
     batch = make_batch(config, args)
     sides = [args.only] if args.only else list(SIDES)
-    runners = {}
+    runners, errors = {}, {}
     for name in sides:
         if name == "transformers":
             bc.torch_peak_bytes(reset=True)
-        runners[name] = (ProtlmStep if name == "protlm" else TorchStep)(config, batch, args)
-        for _ in range(args.warmup + 1):
-            runners[name]()
+        try:
+            runners[name] = (ProtlmStep if name == "protlm" else TorchStep)(config, batch, args)
+            for _ in range(args.warmup + 1):
+                runners[name]()
+        except Exception as e:  # pylint: disable=broad-except  (OOM: report it, time the other)
+            runners.pop(name, None)
+            errors[name] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
+            _free_device_memory()
     rss = bc.RssPeaks()
-    times = bc.interleaved(runners, args.steps, between=rss)
+    times = bc.interleaved(runners, args.steps, between=rss) if runners else {}
     peaks = rss.finish()
     tokens, fpt = tokens_and_flops(config, batch)
     record = {"benchmark": "train", "model": args.model, "model_source": source,
@@ -268,13 +273,26 @@ def measure(args) -> dict:
               "num_params": config.num_params(), "tokens_per_step": tokens,
               "flops_per_token": fpt, "residues_per_step": bc.residues_in(batch),
               **bc.run_header()}
-    for name in sides:
+    record.update(errors)
+    for name in runners:
         record[name] = side_report(name, runners[name], times[name], config, batch,
                                    peaks.get(name))
     record["ratio"] = (record["protlm"]["tokens_per_second"]
                        / record["transformers"]["tokens_per_second"]
-                       if len(sides) == 2 else None)
+                       if len(runners) == 2 else None)
     return record
+
+
+def _free_device_memory() -> None:
+    """After a failed side (e.g. out of memory), give its device memory back."""
+    import gc  # pylint: disable=import-outside-toplevel
+    gc.collect()
+    try:
+        import torch  # pylint: disable=import-outside-toplevel
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
 
 
 def measure_isolated(args, argv) -> dict:
@@ -286,17 +304,25 @@ def measure_isolated(args, argv) -> dict:
             proc = subprocess.run([sys.executable, os.path.abspath(__file__), *base, "--only", side],
                                   capture_output=True, text=True, check=False)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-            if proc.returncode or not lines:
-                raise SystemExit(f"{side} run failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
-            runs[side].append(json.loads(lines[-1]))
-    record = dict(runs["protlm"][0])
+            rec = json.loads(lines[-1]) if lines else {}
+            if proc.returncode or side not in rec or "error" in rec[side]:
+                err = rec.get(side, {}).get("error") or proc.stderr.strip()[-500:]
+                rec = {side: {"error": f"rc {proc.returncode}: {err}"}}
+            runs[side].append(rec)
+    record = next((dict(r) for r in runs["protlm"] + runs["transformers"] if "benchmark" in r),
+                  {"benchmark": "train"})
     for side in SIDES:
-        best = sorted(runs[side], key=lambda rec: rec[side]["step_seconds"])
-        record[side] = best[len(best) // 2][side]   # the round with the median step time
-        record[side]["step_seconds_rounds"] = [rec[side]["step_seconds"] for rec in runs[side]]
+        ok = [r for r in runs[side] if "error" not in r[side]]
+        if not ok:
+            record[side] = runs[side][-1][side]
+            continue
+        ok.sort(key=lambda r: r[side]["step_seconds"])
+        record[side] = ok[len(ok) // 2][side]   # the round with the median step time
+        record[side]["step_seconds_rounds"] = [r[side]["step_seconds"] for r in ok]
     record["isolated_rounds"] = args.rounds
+    both = all("tokens_per_second" in record[s] for s in SIDES)
     record["ratio"] = (record["protlm"]["tokens_per_second"]
-                       / record["transformers"]["tokens_per_second"])
+                       / record["transformers"]["tokens_per_second"] if both else None)
     return record
 
 

@@ -17,7 +17,7 @@ import ml_dtypes
 import numpy as np
 
 from protlm.hf import mapping, safetensors_writer
-from protlm.hf.families import family_of_config
+from protlm.hf.families import family_of_config, param_shapes
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,18 @@ def hf_tensor_specs(config, params_shapes: Mapping, encoder_only: bool = False,
     mapping.check_rules_cover(rules, set(mapping.flatten_paths(tree)), f"{family.name} export")
     return [safetensors_writer.TensorSpec(r.hf_key, r.hf_shape(mapping.get_path(tree, r.path).shape),
                                           _np_dtype(dtype)) for r in rules]
+
+
+def check_shapes(config, tree: Mapping, encoder_only: bool) -> None:
+    """Raises naming every param whose shape is not the one `config` gives it."""
+    expected = mapping.flatten_paths(param_shapes(config, encoder_only))
+    actual = mapping.flatten_paths(tree)
+    wrong = [f"{'/'.join(p)} {tuple(np.shape(actual[p]))} != {tuple(s.shape)}"
+             for p, s in expected.items() if p in actual and tuple(np.shape(actual[p])) != tuple(s.shape)]
+    if wrong:
+        raise ValueError(f"params do not match their config ({type(config).__name__}): "
+                         f"{len(wrong)} shapes differ, e.g. {wrong[:5]}; the checkpoint's "
+                         "config.json does not describe these params")
 
 
 def _np_dtype(dtype: str) -> np.dtype:
@@ -133,6 +145,7 @@ def export_params(params: Mapping, config, output_dir: str | os.PathLike, *,
             "lm_head to shared.weight whatever tie_word_embeddings says, so the exported model "
             "would compute different logits; export the encoder with --encoder_only")
     specs = hf_tensor_specs(config, tree, encoder_only, dtype)
+    check_shapes(config, tree, encoder_only)
     rules = family.rules(config, encoder_only)
     output_dir = pathlib.Path(output_dir).expanduser().absolute()
     output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -178,5 +191,8 @@ def export_checkpoint(checkpoint_dir: str | os.PathLike, output_dir: str | os.Pa
     """
     from protlm import checkpoints  # noqa: PLC0415
 
+    output = pathlib.Path(output_dir)
+    if output.exists() and not kwargs.get("overwrite", False):  # fail before loading the params
+        raise FileExistsError(f"{output} exists; pass --overwrite or choose another --output_dir")
     params, config = checkpoints.load_params(checkpoint_dir, step)
     return export_params(params, config, output_dir, **kwargs)

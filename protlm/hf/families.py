@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 
+import numpy as np
+
 from protlm.hf import bert as hf_bert
 from protlm.hf import config as hf_config
 from protlm.hf import t5 as hf_t5
@@ -71,3 +73,22 @@ def family_of_hf_config(d: Mapping, where: str = "config.json") -> Family:
         raise ValueError(f"{where}: model_type {model_type!r} is not supported; protlm imports "
                          f"{sorted(FAMILIES)} (ProtT5 and ProtBert checkpoints)")
     return FAMILIES[model_type]
+
+
+def param_shapes(config, encoder_only: bool = False) -> dict:
+    """Unscanned param tree of `jax.ShapeDtypeStruct` for `config` (nothing allocated)."""
+    import flax.linen as nn  # noqa: PLC0415
+    import jax  # noqa: PLC0415
+
+    from protlm import models  # noqa: PLC0415
+
+    if getattr(config, "scan_layers", False):
+        config = dataclasses.replace(config, scan_layers=False)
+    model = models.get_model(config)
+    batch = {k: jax.ShapeDtypeStruct((1, 8), np.int32)
+             for k in ("encoder_input_tokens", "decoder_input_tokens")}
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch))
+    shapes = nn.unbox(variables["params"])
+    if encoder_only:
+        shapes = {k: v for k, v in shapes.items() if k != "decoder"}
+    return shapes

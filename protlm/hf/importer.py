@@ -19,7 +19,7 @@ import numpy as np
 
 from protlm.hf import mapping
 from protlm.hf.config import is_t5_encoder_only
-from protlm.hf.families import Family, family_of_hf_config
+from protlm.hf.families import Family, family_of_hf_config, param_shapes
 from protlm.hf.weights_reader import HFWeights
 
 log = logging.getLogger(__name__)
@@ -35,27 +35,6 @@ def read_hf_config(hf_dir: str | os.PathLike) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
-
-
-def param_shapes(config, encoder_only: bool = False) -> dict:
-    """Unscanned param tree of `jax.ShapeDtypeStruct` for `config` (nothing allocated)."""
-    import dataclasses  # noqa: PLC0415
-
-    import flax.linen as nn  # noqa: PLC0415
-    import jax  # noqa: PLC0415
-
-    from protlm import models  # noqa: PLC0415
-
-    if getattr(config, "scan_layers", False):
-        config = dataclasses.replace(config, scan_layers=False)
-    model = models.get_model(config)
-    batch = {k: jax.ShapeDtypeStruct((1, 8), np.int32)
-             for k in ("encoder_input_tokens", "decoder_input_tokens")}
-    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), batch))
-    shapes = nn.unbox(variables["params"])
-    if encoder_only:
-        shapes = {k: v for k, v in shapes.items() if k != "decoder"}
-    return shapes
 
 
 def _check_keys(hf_dir, family: Family, config, encoder_only: bool, weights: HFWeights,
@@ -92,11 +71,13 @@ def _check_ties(hf_dir, family: Family, config, encoder_only: bool, weights: HFW
                              "(an untied checkpoint is not supported for this config)")
 
 
-def params_from_hf(hf_dir: str | os.PathLike, **config_overrides) -> tuple[dict, object]:
+def params_from_hf(hf_dir: str | os.PathLike, progress: bool = True,
+                   **config_overrides) -> tuple[dict, object]:
     """Reads an HF directory into an unscanned float32 numpy param tree and a protlm config.
 
     Args:
       hf_dir: directory with config.json and the weights.
+      progress: show a tqdm bar over the tensors read.
       **config_overrides: protlm config fields to set (e.g. `dtype="float32"`).
 
     Returns:
@@ -115,7 +96,10 @@ def params_from_hf(hf_dir: str | os.PathLike, **config_overrides) -> tuple[dict,
     substitute = _check_keys(hf_dir, family, config, encoder_only, weights, rules)
     _check_ties(hf_dir, family, config, encoder_only, weights, substitute)
     params: dict = {}
-    for rule in rules:
+    from tqdm import tqdm  # noqa: PLC0415
+
+    for rule in tqdm(rules, desc=f"import {family.name} <- {os.path.basename(hf_dir.rstrip('/'))}",
+                     unit="tensor", disable=not progress):
         spec = mapping.get_path(shapes, rule.path)
         tensor = weights[substitute.get(rule.hf_key, rule.hf_key)]
         value = rule.from_hf(tensor, tuple(spec.shape)).astype(spec.dtype, copy=False)

@@ -71,6 +71,10 @@ class MultiHeadAttention(nn.Module):
       dropout_rate: dropout on the attention weights.
       q_init, kv_init, out_init: kernel initializers.
       attention_fn: the core, `dot_product_attention` by default.
+      decode: autoregressive self-attention with a key/value cache (collection `cache`). A call
+        with `decode_index=None` on a full-length input creates the cache (zeros, full length);
+        each later call with one new position writes its key/value at `decode_index` and
+        attends over the whole cache (the caller masks positions > decode_index).
     """
 
     num_heads: int
@@ -83,10 +87,12 @@ class MultiHeadAttention(nn.Module):
     kv_init: Initializer = nn.initializers.lecun_normal()
     out_init: Initializer = nn.initializers.lecun_normal()
     attention_fn: Callable[..., jax.Array] = dot_product_attention
+    decode: bool = False
 
     @nn.compact
     def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, bias: jax.Array | None = None,
-                 mask: jax.Array | None = None, deterministic: bool = True) -> jax.Array:
+                 mask: jax.Array | None = None, deterministic: bool = True,
+                 decode_index: jax.Array | None = None) -> jax.Array:
         """`[batch, q_len, embed]`, `[batch, kv_len, embed]` -> `[batch, q_len, embed]`."""
         embed = inputs_q.shape[-1]
         proj = functools.partial(DenseGeneral, features=(self.num_heads, self.head_dim),
@@ -98,6 +104,8 @@ class MultiHeadAttention(nn.Module):
         query = constrain(checkpoint_name(query, "query_proj"), BATCH_LENGTH_HEADS_KV)
         key = constrain(checkpoint_name(key, "key_proj"), BATCH_LENGTH_HEADS_KV)
         value = constrain(checkpoint_name(value, "value_proj"), BATCH_LENGTH_HEADS_KV)
+        if self.decode:
+            key, value = self._update_cache(key, value, decode_index)
         dropout_rng = None
         if not deterministic and self.dropout_rate > 0.0:
             dropout_rng = self.make_rng("dropout")
@@ -111,6 +119,19 @@ class MultiHeadAttention(nn.Module):
                            bias_axes=("embed",), use_bias=self.use_bias, dtype=self.dtype,
                            kernel_init=self.out_init, name="out")(x)
         return checkpoint_name(out, "out_proj")
+
+    def _update_cache(self, key, value, decode_index):
+        """Writes `[b, 1, heads, kv]` at `decode_index`; returns the full cached key, value."""
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+        if decode_index is None:  # cache creation pass
+            return key, value
+        if key.shape[1] != 1:
+            raise ValueError(f"decode step expects one position, got keys {key.shape}")
+        start = (0, decode_index, 0, 0)
+        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, start)
+        cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, start)
+        return cached_key.value, cached_value.value
 
 
 def make_attention_mask(query_valid: jax.Array | None, key_valid: jax.Array,

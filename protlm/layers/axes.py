@@ -13,10 +13,15 @@ import jax
 BATCH_LENGTH_EMBED = ("batch", "length", "embed")
 BATCH_LENGTH_MLP = ("batch", "length", "mlp")
 BATCH_LENGTH_HEADS_KV = ("batch", "length", "heads", "kv")
-BATCH_HEADS_LENGTH_LENGTH = ("batch", "heads", "length", None)
 BATCH_LENGTH_VOCAB = ("batch", "length", "vocab")
 
 
 def constrain(x: jax.Array, axes: tuple) -> jax.Array:
     """Sharding constraint by logical names; a no-op outside a mesh + `nn.logical_axis_rules`."""
     return nn.with_logical_constraint(x, axes)
+
+
+def constrain_bias(bias: jax.Array) -> jax.Array:
+    """Constrains an attention bias `[b|1, heads, q, k]`: heads like the attention logits, batch
+    only when it is a real batch dim (a broadcast dim of 1 cannot be split)."""
+    return constrain(bias, ("batch" if bias.shape[0] > 1 else None, "heads", "length", None))

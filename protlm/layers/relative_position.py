@@ -57,12 +57,18 @@ class RelativePositionBiases(nn.Module):
 
     @nn.compact
     def __call__(self, query_positions: jax.Array, key_positions: jax.Array,
-                 bidirectional: bool = True) -> jax.Array:
-        """Bias for positions `[b, q]`, `[b, k]` (b may be 1) -> `[b, heads, q, k]` float32."""
+                 bidirectional: bool = True, materialize: bool = True) -> jax.Array:
+        """Bias for positions `[b, q]`, `[b, k]` (b may be 1) -> `[b, heads, q, k]` float32.
+
+        With `materialize=False` returns the `[heads, buckets]` table instead, for attention
+        cores that evaluate the bias block by block (protlm.layers.blocked_attention).
+        """
         table = self.param(
             "rel_embedding",
             nn.with_logical_partitioning(self.embedding_init, ("heads", "relpos_buckets")),
             (self.num_heads, self.num_buckets), jnp.float32)
+        if not materialize:
+            return table
         relative = key_positions[:, None, :] - query_positions[:, :, None]  # [b, q, k]
         bucket = relative_position_bucket(relative, bidirectional, self.num_buckets, self.max_distance)
         bias = jnp.take(jnp.asarray(table, jnp.float32), bucket, axis=1)  # [heads, b, q, k]

@@ -46,7 +46,7 @@ def repeat_layer(layer_cls: type[nn.Module], num_layers: int, *, scan: bool, rem
     def make(**kwargs):
         if scan:
             scanned = nn.scan(
-                cls, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                cls, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True, "dropout": True},
                 in_axes=(nn.broadcast,) * num_args, length=num_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"})(name="layers", **kwargs)
 

@@ -9,16 +9,17 @@ import dataclasses
 import functools
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from protlm.layers.attention import MultiHeadAttention, make_attention_mask
 from protlm.layers.axes import BATCH_LENGTH_EMBED, BATCH_LENGTH_VOCAB, constrain
+from protlm.layers.blocked_attention import MaskSpec
 from protlm.layers.dense import DenseGeneral, normal
 from protlm.layers.embeddings import Embed
 from protlm.layers.mlp import MlpBlock, get_activation
 from protlm.layers.norms import LayerNorm
 from protlm.layers.repeat import check_remat_policy, repeat_layer
+from protlm.models.t5 import attention_fn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,9 @@ class BertConfig:
     scan_layers: bool = False
     remat_policy: str = "none"
     z_loss: float = 0.0
+    # > 0: blocked attention with query blocks of this size (see T5Config.attention_block_size).
+    attention_block_size: int = 0
+    attention_key_block_size: int = 0
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
@@ -132,6 +136,8 @@ class BertLayer(nn.Module):
         h = MultiHeadAttention(num_heads=cfg.num_heads, head_dim=cfg.head_dim, use_bias=True,
                                scale_logits=True, dropout_rate=cfg.attention_dropout_rate,
                                dtype=dt, q_init=init, kv_init=init, out_init=init,
+                               attention_fn=attention_fn(cfg.attention_block_size,
+                                                         cfg.attention_key_block_size),
                                name="attention")(x, x, None, mask, deterministic=det)
         x = LayerNorm(cfg.layer_norm_eps, dtype=dt, name="attention_layer_norm")(x + dropout(h))
         x = constrain(x, BATCH_LENGTH_EMBED)
@@ -206,7 +212,11 @@ class BertForMaskedLM(nn.Module):
 
         Attention sees tokens != 0 within the same packing segment.
         """
-        mask = make_attention_mask(None, tokens > 0, segment_ids, segment_ids)
+        if self.config.attention_block_size > 0:
+            mask = MaskSpec(key_valid=tokens > 0, query_segment_ids=segment_ids,
+                            key_segment_ids=segment_ids)
+        else:
+            mask = make_attention_mask(None, tokens > 0, segment_ids, segment_ids)
         x = self.embeddings(tokens, positions, deterministic=deterministic)
         return self.encoder(x, mask, deterministic=deterministic,
                             output_hidden_states=output_hidden_states)

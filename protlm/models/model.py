@@ -6,6 +6,7 @@ Batches use the seqio feature-converter keys of docs/ARCHITECTURE.md.
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -122,36 +123,33 @@ class EncoderDecoderModel(BaseModel):
         """Greedy decoding `[batch, max_decode_length]` int32 (pad 0 after `eos_id`).
 
         The length defaults to `decoder_target_tokens`' length, else the encoder length.
-        Each step re-runs the causal decoder over the prefix buffer (no KV cache).
+        Decoding is incremental: one position per step with a self-attention key/value cache.
         """
         enc_tokens = jnp.asarray(batch["encoder_input_tokens"])
         if max_decode_length is None:
             ref = batch.get("decoder_target_tokens", enc_tokens)
             max_decode_length = int(ref.shape[-1])
-        enc_seg = batch.get("encoder_segment_ids")
-        if enc_seg is not None:
+        if batch.get("encoder_segment_ids") is not None:
             raise ValueError("predict_batch expects unpacked batches (no encoder_segment_ids)")
-        variables = {"params": params}
-        encoded = self.module.apply(variables, enc_tokens, method=t5.Transformer.encode)
-        bsz = enc_tokens.shape[0]
+        bsz, length = enc_tokens.shape[0], max_decode_length
+        decode = functools.partial(self.module.apply, method=t5.Transformer.decode,
+                                   mutable=["cache"])
+        encoded = self.module.apply({"params": params}, enc_tokens, method=t5.Transformer.encode)
+        _, cache = decode({"params": params}, encoded, enc_tokens,
+                          jnp.zeros((bsz, length), jnp.int32), decode=True)
 
         def step(i, state):
-            dec_inputs, out, done = state
-            logits = self.module.apply(variables, encoded, enc_tokens, dec_inputs,
-                                       method=t5.Transformer.decode)
-            next_tok = jnp.argmax(logits[:, i], axis=-1).astype(jnp.int32)
-            next_tok = jnp.where(done, 0, next_tok)
-            out = out.at[:, i].set(next_tok)
-            done = done | (next_tok == eos_id)
-            dec_inputs = jnp.where(i + 1 < max_decode_length,
-                                   dec_inputs.at[:, jnp.minimum(i + 1, max_decode_length - 1)]
-                                   .set(next_tok), dec_inputs)
-            return dec_inputs, out, done
+            cache, token, out, done = state
+            logits, cache = decode({"params": params, **cache}, encoded, enc_tokens,
+                                   token[:, None], decode=True, decode_index=i,
+                                   max_decode_length=length)
+            token = jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32)
+            token = jnp.where(done, 0, token)
+            return cache, token, out.at[:, i].set(token), done | (token == eos_id)
 
-        init = (jnp.zeros((bsz, max_decode_length), jnp.int32),
-                jnp.zeros((bsz, max_decode_length), jnp.int32), jnp.zeros((bsz,), bool))
-        _, out, _ = jax.lax.fori_loop(0, max_decode_length, step, init)
-        return out
+        init = (cache, jnp.zeros((bsz,), jnp.int32),  # decoder start token = 0 (pad), as T5
+                jnp.zeros((bsz, length), jnp.int32), jnp.zeros((bsz,), bool))
+        return jax.lax.fori_loop(0, length, step, init)[2]
 
 
 class MaskedLMModel(BaseModel):

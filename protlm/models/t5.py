@@ -13,8 +13,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from protlm.layers.attention import MultiHeadAttention, make_attention_mask
-from protlm.layers.axes import BATCH_LENGTH_EMBED, BATCH_LENGTH_VOCAB, constrain
+from protlm.layers.attention import MultiHeadAttention, dot_product_attention, make_attention_mask
+from protlm.layers.axes import BATCH_LENGTH_EMBED, BATCH_LENGTH_VOCAB, constrain, constrain_bias
+from protlm.layers.blocked_attention import (MaskSpec, make_blocked_attention_fn,
+                                             relative_bias_from_params)
 from protlm.layers.dense import DenseGeneral, normal
 from protlm.layers.embeddings import Embed
 from protlm.layers.mlp import MlpBlock, get_activation
@@ -44,6 +46,11 @@ class T5Config:
     scan_layers: bool = False
     remat_policy: str = "none"      # see protlm.layers.repeat.REMAT_POLICIES
     z_loss: float = 1e-4             # t5x z-loss on log(Z) of the output softmax
+    # > 0: blocked attention (protlm.layers.blocked_attention) with query blocks of this size and
+    # key blocks of `attention_key_block_size` (0 = all keys at once); the [L, L] bias and mask
+    # are never materialised, so memory grows linearly with length (35,000-residue proteins).
+    attention_block_size: int = 0
+    attention_key_block_size: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
@@ -104,12 +111,21 @@ class T5Config:
         return self.flops_per_example(enc_len, dec_len) / (enc_len + dec_len)
 
 
-def _attention(cfg: T5Config, name: str) -> MultiHeadAttention:
+def attention_fn(block_size: int, key_block_size: int):
+    """The attention core: dense, or blocked when `block_size > 0`."""
+    if block_size <= 0:
+        return dot_product_attention
+    return make_blocked_attention_fn(query_block=block_size, key_block=key_block_size or None)
+
+
+def _attention(cfg: T5Config, name: str, decode: bool = False) -> MultiHeadAttention:
     d, hd = cfg.emb_dim, cfg.num_heads * cfg.head_dim
     return MultiHeadAttention(
         num_heads=cfg.num_heads, head_dim=cfg.head_dim, dropout_rate=cfg.dropout_rate,
         dtype=cfg.activation_dtype, q_init=normal((d * cfg.head_dim) ** -0.5),
-        kv_init=normal(d ** -0.5), out_init=normal(hd ** -0.5), name=name)
+        kv_init=normal(d ** -0.5), out_init=normal(hd ** -0.5), decode=decode,
+        attention_fn=attention_fn(cfg.attention_block_size, cfg.attention_key_block_size),
+        name=name)
 
 
 def _mlp(cfg: T5Config) -> MlpBlock:
@@ -144,18 +160,23 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Pre-norm causal self-attention + cross-attention + MLP block."""
+    """Pre-norm causal self-attention + cross-attention + MLP block.
+
+    With `decode`, self-attention keeps a key/value cache (see `MultiHeadAttention`).
+    """
 
     config: T5Config
     deterministic: bool = True
+    decode: bool = False
 
     @nn.compact
-    def __call__(self, x, encoded, self_bias, self_mask, cross_mask):
+    def __call__(self, x, encoded, self_bias, self_mask, cross_mask, decode_index=None):
         """x `[batch, dec_len, embed]`, encoded `[batch, enc_len, embed]`."""
         cfg, det = self.config, self.deterministic
         dropout = functools.partial(nn.Dropout(cfg.dropout_rate), deterministic=det)
         h = _norm(cfg, "pre_self_attention_layer_norm")(x)
-        h = _attention(cfg, "self_attention")(h, h, self_bias, self_mask, deterministic=det)
+        h = _attention(cfg, "self_attention", decode=self.decode)(
+            h, h, self_bias, self_mask, deterministic=det, decode_index=decode_index)
         x = constrain(x + dropout(h), BATCH_LENGTH_EMBED)
         h = _norm(cfg, "pre_cross_attention_layer_norm")(x)
         h = _attention(cfg, "encoder_decoder_attention")(h, encoded, None, cross_mask,
@@ -172,6 +193,26 @@ def _positions(tokens: jax.Array, positions: jax.Array | None) -> jax.Array:
     if positions is not None:
         return positions
     return jnp.arange(tokens.shape[-1], dtype=jnp.int32)[None, :]
+
+
+def _bias(cfg: T5Config, query_positions, key_positions, bidirectional: bool):
+    """Relative bias `[b|1, heads, q, k]`, or a per-block `RelativeBias` spec when blocked."""
+    relpos = _relpos(cfg)
+    if cfg.attention_block_size > 0:
+        table = relpos(query_positions, key_positions, bidirectional, materialize=False)
+        return relative_bias_from_params(
+            table, query_positions, key_positions, bidirectional=bidirectional,
+            num_buckets=cfg.relative_attention_num_buckets,
+            max_distance=cfg.relative_attention_max_distance)
+    return constrain_bias(relpos(query_positions, key_positions, bidirectional))
+
+
+def _mask(cfg: T5Config, key_valid, query_segment_ids, key_segment_ids, causal: bool = False):
+    """Bool mask `[b, 1, q, k]`, or a per-block `MaskSpec` when blocked."""
+    if cfg.attention_block_size > 0:
+        return MaskSpec(key_valid=key_valid, query_segment_ids=query_segment_ids,
+                        key_segment_ids=key_segment_ids, causal=causal)
+    return make_attention_mask(None, key_valid, query_segment_ids, key_segment_ids, causal=causal)
 
 
 def _relpos(cfg: T5Config) -> RelativePositionBiases:
@@ -200,8 +241,8 @@ class Encoder(nn.Module):
         x = dropout(self.shared_embedding(tokens), deterministic=deterministic)
         x = constrain(x, BATCH_LENGTH_EMBED)
         pos = _positions(tokens, positions)
-        bias = _relpos(cfg)(pos, pos, bidirectional=True)  # [b|1, heads, len, len]
-        mask = make_attention_mask(None, tokens > 0, segment_ids, segment_ids)
+        bias = _bias(cfg, pos, pos, bidirectional=True)  # [b|1, heads, len, len]
+        mask = _mask(cfg, tokens > 0, segment_ids, segment_ids)
         stack = repeat_layer(EncoderLayer, cfg.num_encoder_layers, scan=cfg.scan_layers,
                              remat_policy=cfg.remat_policy, num_args=2)(
                                  config=cfg, deterministic=deterministic)
@@ -230,30 +271,42 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, encoded, encoder_input_tokens, decoder_input_tokens,
                  encoder_segment_ids=None, decoder_segment_ids=None, decoder_positions=None,
-                 deterministic=True):
+                 deterministic=True, decode=False, decode_index=None, max_decode_length=None):
         """Returns float32 logits `[batch, dec_len, vocab]`.
 
         Args:
           encoded: encoder output `[batch, enc_len, embed]`.
           encoder_input_tokens: `[batch, enc_len]` (padding mask of the cross-attention).
           decoder_input_tokens: `[batch, dec_len]`, targets shifted right (first id 0).
+          decode: incremental decoding with a self-attention cache (collection `cache`, mutable).
+            With `decode_index=None` the call only creates the cache for `dec_len` positions;
+            then `decoder_input_tokens` is `[batch, 1]`, the token at `decode_index`, and
+            `max_decode_length` the cache length.
         """
         cfg = self.config
         dropout = nn.Dropout(cfg.dropout_rate)
         x = dropout(self.shared_embedding(decoder_input_tokens), deterministic=deterministic)
         x = constrain(x, BATCH_LENGTH_EMBED)
-        pos = _positions(decoder_input_tokens, decoder_positions)
-        self_bias = _relpos(cfg)(pos, pos, bidirectional=False)
-        # Causality hides later positions; decoder padding only ever sees other padding.
-        dec_valid = jnp.ones(decoder_input_tokens.shape, bool)
-        self_mask = make_attention_mask(None, dec_valid, decoder_segment_ids, decoder_segment_ids,
-                                        causal=True)
-        cross_mask = make_attention_mask(None, encoder_input_tokens > 0, decoder_segment_ids,
-                                         encoder_segment_ids)
+        if decode and decode_index is not None:
+            if decoder_segment_ids is not None or max_decode_length is None:
+                raise ValueError("decode steps need max_decode_length and no packing")
+            pos = jnp.arange(max_decode_length, dtype=jnp.int32)[None, :]
+            step_pos = jnp.reshape(decode_index, (1, 1)).astype(jnp.int32)
+            self_bias = _relpos(cfg)(step_pos, pos, bidirectional=False)  # [1, h, 1, max_len]
+            self_mask = (pos <= decode_index)[:, None, None, :]      # [1, 1, 1, max_len]
+        else:
+            pos = _positions(decoder_input_tokens, decoder_positions)
+            self_bias = _bias(cfg, pos, pos, bidirectional=False)
+            # Causality hides later positions; decoder padding only ever sees other padding.
+            dec_valid = jnp.ones(decoder_input_tokens.shape, bool)
+            self_mask = _mask(cfg, dec_valid, decoder_segment_ids, decoder_segment_ids,
+                              causal=True)
+        cross_mask = _mask(cfg, encoder_input_tokens > 0, decoder_segment_ids,
+                           encoder_segment_ids)
         stack = repeat_layer(DecoderLayer, cfg.num_decoder_layers, scan=cfg.scan_layers,
-                             remat_policy=cfg.remat_policy, num_args=4)(
-                                 config=cfg, deterministic=deterministic)
-        x = stack(x, encoded, self_bias, self_mask, cross_mask)
+                             remat_policy=cfg.remat_policy, num_args=5)(
+                                 config=cfg, deterministic=deterministic, decode=decode)
+        x = stack(x, encoded, self_bias, self_mask, cross_mask, decode_index)
         x = _norm(cfg, "decoder_norm")(x)
         x = dropout(x, deterministic=deterministic)
         if cfg.logits_via_embedding:
@@ -288,11 +341,12 @@ class Transformer(nn.Module):
 
     def decode(self, encoded, encoder_input_tokens, decoder_input_tokens,
                encoder_segment_ids=None, decoder_segment_ids=None, decoder_positions=None,
-               deterministic=True):
+               deterministic=True, decode=False, decode_index=None, max_decode_length=None):
         """Logits `[batch, dec_len, vocab]` given the encoder output (see `Decoder`)."""
         return self.decoder(encoded, encoder_input_tokens, decoder_input_tokens,
                             encoder_segment_ids, decoder_segment_ids, decoder_positions,
-                            deterministic=deterministic)
+                            deterministic=deterministic, decode=decode,
+                            decode_index=decode_index, max_decode_length=max_decode_length)
 
     def __call__(self, encoder_input_tokens, decoder_input_tokens, encoder_segment_ids=None,
                  decoder_segment_ids=None, encoder_positions=None, decoder_positions=None,

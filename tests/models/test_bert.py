@@ -1,7 +1,6 @@
 """ProtBert network behaviour: names, padding, packing, scan, MLM prediction."""
 import dataclasses
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,7 +44,7 @@ def test_padding_and_packing(tiny, np_rng):
 
 def test_scan_matches_unrolled(tiny, np_rng):
     cfg, model, p = tiny
-    scanned = M.get_model(dataclasses.replace(cfg, scan_layers=True, remat_policy="full"))
+    scanned = M.get_model(dataclasses.replace(cfg, scan_layers=True, remat_policy="minimal"))
     batch = bert_batch(np_rng, pad=2)
     np.testing.assert_allclose(jax.jit(scanned.logits)(stack_layers(p), batch),
                                jax.jit(model.logits)(p, batch), atol=1e-5)
@@ -85,3 +84,13 @@ def test_encode_and_flops(tiny, np_rng):
     assert big.flops_per_example(512) == big.flops_per_token(512) * 512
     with pytest.raises(ValueError, match="max_position_embeddings"):
         model.logits(p, bert_batch(np_rng, length=600))
+
+
+def test_blocked_attention_matches_dense(tiny, np_rng):
+    cfg, model, p = tiny
+    blocked = M.get_model(dataclasses.replace(cfg, attention_block_size=4))
+    batch = bert_batch(np_rng, length=10, pad=3)
+    batch["encoder_segment_ids"] = np.array([[1] * 5 + [2] * 2 + [0] * 3] * 2, np.int32)
+    batch["encoder_positions"] = np.array([list(range(5)) + [0, 1] + [0] * 3] * 2, np.int32)
+    np.testing.assert_allclose(jax.jit(blocked.logits)(p, batch), jax.jit(model.logits)(p, batch),
+                               atol=1e-5)
