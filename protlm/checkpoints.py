@@ -101,12 +101,16 @@ def restore_state(manager: ocp.CheckpointManager, step: int,
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(item=abstract_state, restore_args=restore_args,
                                      partial_restore=True)))
-    state = restored["state"]
+    return restored["state"], restore_data(manager, step)
+
+
+def restore_data(manager: ocp.CheckpointManager, step: int) -> dict:
+    """The data position saved with ``step`` (``{}`` when the checkpoint has none)."""
     try:
         data = manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
     except (FileNotFoundError, ValueError, KeyError):
         data = None
-    return state, dict(data or {})
+    return dict(data or {})
 
 
 # ----------------------------------------------------------------------------- config.json

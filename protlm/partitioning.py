@@ -37,7 +37,8 @@ def create_mesh(data: int = -1, fsdp: int = 1, model: int = 1,
     devices = list(jax.devices() if devices is None else devices)
     sizes = [data, fsdp, model]
     if sizes.count(-1) > 1:
-        raise ValueError(f"at most one mesh axis may be -1, got data={data} fsdp={fsdp} model={model}")
+        raise ValueError(f"at most one mesh axis may be -1, got data={data} fsdp={fsdp} "
+                         f"model={model}")
     known = int(np.prod([s for s in sizes if s != -1]))
     if -1 in sizes:
         if known <= 0 or len(devices) % known:

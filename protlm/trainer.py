@@ -616,7 +616,7 @@ class _TrainStream:
 
     def __init__(self, data: BatchSource, manager, per_host: int, batch_size: int):
         latest = manager.latest_step()
-        saved = checkpoints.restore_state(manager, latest, {})[1] if latest is not None else {}
+        saved = checkpoints.restore_data(manager, latest) if latest is not None else {}
         self._open = lambda start: data("train", per_host, start, jax.process_index(),
                                         jax.process_count(), True)
         self.start_batch = int(saved.get("batches_consumed", 0))

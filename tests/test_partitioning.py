@@ -41,12 +41,14 @@ def _batch(family: str, rng: np.random.Generator, b: int = 8, length: int = 12):
     if family == "t5":
         dec = np.concatenate([np.zeros((b, 1), np.int32), toks[:, :-1]], 1)
         return {"encoder_input_tokens": toks, "decoder_input_tokens": dec,
-                "decoder_target_tokens": toks, "decoder_loss_weights": (toks > 0).astype(np.float32)}
+                "decoder_target_tokens": toks,
+                "decoder_loss_weights": (toks > 0).astype(np.float32)}
     return {"encoder_input_tokens": toks, "encoder_target_tokens": toks,
             "encoder_loss_weights": (rng.random((b, length)) < 0.3).astype(np.float32)}
 
 
-@pytest.mark.parametrize("name,family", [("prot_t5_tiny", "t5"), ("prot_bert_tiny", "bert")])
+@pytest.mark.parametrize("name,family", [
+    ("prot_t5_tiny", "t5"), pytest.param("prot_bert_tiny", "bert", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("rules_name", ["standard", pytest.param("fsdp", marks=pytest.mark.slow)])
 def test_sharded_matches_single_device(name, family, rules_name):
     cfg = M.get_config(name, dtype="float32")
@@ -71,7 +73,8 @@ def test_sharded_matches_single_device(name, family, rules_name):
     variables, shardings = P.sharded_init(model.init, mesh, rules, rng, batch)
     sparams = variables["params"]
     # Sharded init gives the same values and really shards the big kernels over 'model'.
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), params, sparams)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+                           params, sparams)
     if family == "t5":
         leaf = sparams["token_embedder"]["embedding"]
     else:

@@ -67,7 +67,8 @@ def check_shapes(config, tree: Mapping, encoder_only: bool) -> None:
     expected = mapping.flatten_paths(param_shapes(config, encoder_only))
     actual = mapping.flatten_paths(tree)
     wrong = [f"{'/'.join(p)} {tuple(np.shape(actual[p]))} != {tuple(s.shape)}"
-             for p, s in expected.items() if p in actual and tuple(np.shape(actual[p])) != tuple(s.shape)]
+             for p, s in expected.items()
+             if p in actual and tuple(np.shape(actual[p])) != tuple(s.shape)]
     if wrong:
         raise ValueError(f"params do not match their config ({type(config).__name__}): "
                          f"{len(wrong)} shapes differ, e.g. {wrong[:5]}; the checkpoint's "
@@ -144,8 +145,8 @@ def export_params(params: Mapping, config, output_dir: str | os.PathLike, *,
             "logits_via_embedding=False (untied output projection): transformers 5 ties T5's "
             "lm_head to shared.weight whatever tie_word_embeddings says, so the exported model "
             "would compute different logits; export the encoder with --encoder_only")
-    specs = hf_tensor_specs(config, tree, encoder_only, dtype)
     check_shapes(config, tree, encoder_only)
+    specs = hf_tensor_specs(config, tree, encoder_only, dtype)
     rules = family.rules(config, encoder_only)
     output_dir = pathlib.Path(output_dir).expanduser().absolute()
     output_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,8 @@ class DenseGeneral(nn.Module):
             raise ValueError(
                 f"{self.name}: kernel_axes {self.kernel_axes} must name all {len(kernel_shape)} "
                 f"kernel dims {kernel_shape}")
-        kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
+        kernel = self.param("kernel",
+                            nn.with_logical_partitioning(self.kernel_init, self.kernel_axes),
                             kernel_shape, self.param_dtype)
         kernel = jnp.asarray(kernel, self.dtype)
         inputs = jnp.asarray(inputs, self.dtype)

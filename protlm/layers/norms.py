@@ -11,6 +11,10 @@ import jax
 import jax.numpy as jnp
 
 
+def _init(init):
+    return nn.with_logical_partitioning(init, ("embed",))
+
+
 class RMSNorm(nn.Module):
     """T5LayerNorm: `x * rsqrt(mean(x**2) + eps) * scale`, no mean subtraction, no bias."""
 
@@ -21,8 +25,8 @@ class RMSNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """`[..., embed] -> [..., embed]`."""
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
-                           (x.shape[-1],), self.param_dtype)
+        scale = self.param("scale", _init(nn.initializers.ones_init()), (x.shape[-1],),
+                           self.param_dtype)
         x = jnp.asarray(x, jnp.float32)
         var = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
         y = x * jax.lax.rsqrt(var + self.epsilon) * jnp.asarray(scale, jnp.float32)
@@ -40,10 +44,9 @@ class LayerNorm(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """`[..., embed] -> [..., embed]`."""
         features = (x.shape[-1],)
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
-                           features, self.param_dtype)
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
-                          features, self.param_dtype)
+        scale = self.param("scale", _init(nn.initializers.ones_init()), features,
+                           self.param_dtype)
+        bias = self.param("bias", _init(nn.initializers.zeros_init()), features, self.param_dtype)
         x = jnp.asarray(x, jnp.float32)
         mean = jnp.mean(x, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)

@@ -70,6 +70,7 @@ class RelativePositionBiases(nn.Module):
         if not materialize:
             return table
         relative = key_positions[:, None, :] - query_positions[:, :, None]  # [b, q, k]
-        bucket = relative_position_bucket(relative, bidirectional, self.num_buckets, self.max_distance)
+        bucket = relative_position_bucket(relative, bidirectional, self.num_buckets,
+                                          self.max_distance)
         bias = jnp.take(jnp.asarray(table, jnp.float32), bucket, axis=1)  # [heads, b, q, k]
         return jnp.transpose(bias, (1, 0, 2, 3))

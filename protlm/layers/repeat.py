@@ -1,4 +1,6 @@
-"""Repeating a layer N times: unrolled (`layers_{i}`) or `nn.scan` (`layers`, leading axis), + remat.
+"""Repeating a layer N times: unrolled (`layers_{i}`) or `nn.scan` (`layers`, leading axis).
+
+Both with an optional remat policy by name.
 
 A repeated layer class must have `__call__(self, x, *args) -> (x, None)` where `args` are the same
 for every layer (biases, masks, encoder outputs); per-call options such as `deterministic` are
@@ -46,7 +48,8 @@ def repeat_layer(layer_cls: type[nn.Module], num_layers: int, *, scan: bool, rem
     def make(**kwargs):
         if scan:
             scanned = nn.scan(
-                cls, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True, "dropout": True},
+                cls, variable_axes={"params": 0, "cache": 0},
+                split_rngs={"params": True, "dropout": True},
                 in_axes=(nn.broadcast,) * num_args, length=num_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"})(name="layers", **kwargs)
 

@@ -14,12 +14,12 @@ import jax.numpy as jnp
 from protlm.layers.attention import MultiHeadAttention, make_attention_mask
 from protlm.layers.axes import BATCH_LENGTH_EMBED, BATCH_LENGTH_VOCAB, constrain
 from protlm.layers.blocked_attention import MaskSpec
+from protlm.layers.cores import attention_fn
 from protlm.layers.dense import DenseGeneral, normal
 from protlm.layers.embeddings import Embed
 from protlm.layers.mlp import MlpBlock, get_activation
 from protlm.layers.norms import LayerNorm
 from protlm.layers.repeat import check_remat_policy, repeat_layer
-from protlm.models.t5 import attention_fn
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,8 @@ def cross_entropy_with_z_loss(logits: jax.Array, targets: jax.Array, z_loss: flo
       z_loss: coefficient of `log(Z)**2` (t5x: 1e-4), keeps the softmax normaliser near 1.
 
     Returns:
-      `(ce, z)`, each `[batch, length]` float32: `ce = log Z - logit[target]`, `z = z_loss log(Z)^2`.
+      `(ce, z)`, each `[batch, length]` float32: `ce = log Z - logit[target]` and
+      `z = z_loss * log(Z)**2`.
     """
     logits = jnp.asarray(logits, jnp.float32)
     log_z = jax.nn.logsumexp(logits, axis=-1)  # [batch, length]

@@ -36,7 +36,6 @@ class BaseModel(abc.ABC):
 
     config: Any
     module: nn.Module
-    input_keys: tuple[str, ...]
     target_key: str
     weights_key: str
 
@@ -191,12 +190,15 @@ class MaskedLMModel(BaseModel):
         """Input tokens with the loss positions (else the [MASK] tokens) filled by the argmax."""
         tokens = jnp.asarray(batch["encoder_input_tokens"])
         logits = self.logits(params, batch, None)
-        fill = (batch[self.weights_key] > 0) if self.weights_key in batch else tokens == MASK_ID_BERT
+        if self.weights_key in batch:
+            fill = jnp.asarray(batch[self.weights_key]) > 0
+        else:
+            fill = tokens == MASK_ID_BERT
         return jnp.where(fill, jnp.argmax(logits, axis=-1).astype(tokens.dtype), tokens)
 
 
 def get_model(config) -> BaseModel:
-    """The Model class for a config: T5Config -> EncoderDecoderModel, BertConfig -> MaskedLMModel."""
+    """The Model for a config: T5Config -> EncoderDecoderModel, BertConfig -> MaskedLMModel."""
     if isinstance(config, t5.T5Config):
         return EncoderDecoderModel(config)
     if isinstance(config, bert.BertConfig):

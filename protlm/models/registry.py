@@ -14,7 +14,10 @@ PRESETS: dict[str, tuple[str, dict]] = {
 
 
 def get_config(name: str, **overrides: Any):
-    """Preset config by name with field overrides, e.g. `get_config('prot_t5_xl', scan_layers=True)`."""
+    """Preset config by name with field overrides.
+
+    Example: `get_config('prot_t5_xl', scan_layers=True, remat_policy='minimal')`.
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
     family, kwargs = PRESETS[name]

@@ -70,7 +70,8 @@ def format_summary(s: dict) -> str:
     for name, n in s["modules"].items():
         lines.append(f"  {name:<{width}}  {n:>16,d}  {100 * n / s['num_params']:6.2f} %")
     lines.append("")
-    lines.append(f"parameters:        {s['num_params']:,d}  ({s['param_bytes_fp32'] / 2**30:.2f} GiB fp32)")
+    gib = s["param_bytes_fp32"] / 2**30
+    lines.append(f"parameters:        {s['num_params']:,d}  ({gib:.2f} GiB fp32)")
     if "num_encoder_params" in s:
         lines.append(f"encoder only:      {s['num_encoder_params']:,d}")
         lines.append(f"training FLOPs per example (enc {s['enc_len']}, dec {s['dec_len']}): "

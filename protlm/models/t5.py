@@ -13,10 +13,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from protlm.layers.attention import MultiHeadAttention, dot_product_attention, make_attention_mask
+from protlm.layers.attention import MultiHeadAttention, make_attention_mask
 from protlm.layers.axes import BATCH_LENGTH_EMBED, BATCH_LENGTH_VOCAB, constrain, constrain_bias
-from protlm.layers.blocked_attention import (MaskSpec, make_blocked_attention_fn,
-                                             relative_bias_from_params)
+from protlm.layers.blocked_attention import MaskSpec, relative_bias_from_params
+from protlm.layers.cores import attention_fn
 from protlm.layers.dense import DenseGeneral, normal
 from protlm.layers.embeddings import Embed
 from protlm.layers.mlp import MlpBlock, get_activation
@@ -109,13 +109,6 @@ class T5Config:
     def flops_per_token(self, enc_len: int, dec_len: int) -> float:
         """Training FLOPs per token, tokens counted on both sides: example / (enc_len + dec_len)."""
         return self.flops_per_example(enc_len, dec_len) / (enc_len + dec_len)
-
-
-def attention_fn(block_size: int, key_block_size: int):
-    """The attention core: dense, or blocked when `block_size > 0`."""
-    if block_size <= 0:
-        return dot_product_attention
-    return make_blocked_attention_fn(query_block=block_size, key_block=key_block_size or None)
 
 
 def _attention(cfg: T5Config, name: str, decode: bool = False) -> MultiHeadAttention:
@@ -313,7 +306,8 @@ class Decoder(nn.Module):
             logits = self.shared_embedding.attend(x * cfg.emb_dim ** -0.5)
         else:
             logits = DenseGeneral(cfg.vocab_size, kernel_axes=("embed", "vocab"),
-                                  dtype=cfg.activation_dtype, kernel_init=normal(cfg.emb_dim ** -0.5),
+                                  dtype=cfg.activation_dtype,
+                                  kernel_init=normal(cfg.emb_dim ** -0.5),
                                   name="logits_dense")(x)
         return constrain(jnp.asarray(logits, jnp.float32), BATCH_LENGTH_VOCAB)
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import pathlib
+import re
 
 import jax
 import numpy as np
@@ -125,6 +127,29 @@ def test_incompatible_params_leave_nothing_behind(t5_run, tmp_path):
                                          r"!= \(48,\)'"):
         export.export_params(params, big, tmp_path / "out", progress=False)
     assert list(tmp_path.iterdir()) == []
+    # A failure halfway through writing removes the temporary directory.
+    huge = jax.tree_util.tree_map(np.asarray, params)
+    huge["decoder"]["decoder_norm"]["scale"] = np.full_like(huge["decoder"]["decoder_norm"]["scale"],
+                                                            1e6)
+    with pytest.raises(ValueError, match=r"decoder.final_layer_norm.weight \(decoder/decoder_norm/"
+                                         r"scale\) overflows float16"):
+        export.export_params(huge, config, tmp_path / "out", dtype="float16", progress=False)
+    assert list(tmp_path.iterdir()) == []
     untied = models.get_config("prot_t5_tiny", logits_via_embedding=False)
     with pytest.raises(ValueError, match="transformers 5 ties T5's lm_head"):
         export.export_params(init_params(untied), untied, tmp_path / "out", progress=False)
+
+
+def test_docs_snippet_runs_on_an_export(t5_run, tmp_path, monkeypatch):
+    """The user snippet of docs/huggingface.md works on an encoder-only fp16 export."""
+    pytest.importorskip("transformers")
+    _, params, config = t5_run
+    export.export_params(params, config, tmp_path / "hf" / "prot_t5_xl_half_enc",
+                         encoder_only=True, dtype="float16", progress=False)
+    doc = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "huggingface.md").read_text()
+    code = re.search(r"### Using an exported ProtT5 encoder.*?```python\n(.*?)```", doc, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "docs/huggingface.md", "exec"), scope)  # noqa: S102 (our own docs)
+    assert [tuple(e.shape) for e in scope["per_residue"]] == [(7, 32), (8, 32)]
+    assert tuple(scope["per_protein"][1].shape) == (32,)

@@ -14,8 +14,9 @@ def test_bucket_matches_transformers(bidirectional, num_buckets, max_distance):
     distances = np.arange(-1000, 1001)
     ours = np.asarray(relative_position_bucket(jnp.asarray(distances), bidirectional,
                                                num_buckets, max_distance))
-    ref = T5Attention._relative_position_bucket(torch.tensor(distances), bidirectional=bidirectional,
-                                                num_buckets=num_buckets, max_distance=max_distance)
+    ref = T5Attention._relative_position_bucket(
+        torch.tensor(distances), bidirectional=bidirectional, num_buckets=num_buckets,
+        max_distance=max_distance)
     np.testing.assert_array_equal(ours, ref.numpy())
     assert ours.min() >= 0 and ours.max() < num_buckets
     if not bidirectional:

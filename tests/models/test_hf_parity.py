@@ -137,7 +137,8 @@ def test_bert_matches_transformers(np_rng):
     missing, unexpected = hf.load_state_dict(bert_state_dict(p, cfg), strict=False)
     assert not unexpected
     assert set(missing) <= {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias",
-                            "bert.embeddings.position_ids", "bert.embeddings.token_type_ids"}, missing
+                            "bert.embeddings.position_ids",
+                            "bert.embeddings.token_type_ids"}, missing
     hf.tie_weights()
     ids = torch.tensor(batch["encoder_input_tokens"], dtype=torch.long)
     with torch.no_grad():

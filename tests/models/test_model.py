@@ -64,3 +64,12 @@ def test_config_errors_name_the_problem():
         M.config_from_dict({"family": "gpt", "config": {}})
     with pytest.raises(TypeError):
         M.get_model(object())
+
+
+def test_no_tensorflow_or_seqio_at_import():
+    import subprocess
+    import sys
+    code = ("import sys, protlm.models, protlm.layers, protlm.partitioning, protlm.models.summary\n"
+            "bad = [m for m in ('tensorflow', 'seqio') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

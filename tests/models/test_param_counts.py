@@ -33,7 +33,8 @@ def hf_count(name: str, encoder_only: bool = False) -> int:
                 vocab_size=cfg.vocab_size, d_model=cfg.emb_dim, d_kv=cfg.head_dim, d_ff=cfg.mlp_dim,
                 num_layers=cfg.num_encoder_layers, num_decoder_layers=cfg.num_decoder_layers,
                 num_heads=cfg.num_heads, feed_forward_proj="relu", tie_word_embeddings=True)
-            cls = transformers.T5EncoderModel if encoder_only else transformers.T5ForConditionalGeneration
+            cls = (transformers.T5EncoderModel if encoder_only
+                   else transformers.T5ForConditionalGeneration)
             model = cls(hf_cfg)
         else:
             hf_cfg = transformers.BertConfig(

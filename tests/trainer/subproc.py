@@ -1,0 +1,28 @@
+"""Running `python -m protlm.*` in subprocesses with a chosen number of CPU devices."""
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def env(devices: int = 1) -> dict:
+    e = dict(os.environ)
+    e.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             PYTHONPATH=str(REPO) + os.pathsep + e.get("PYTHONPATH", ""))
+    return e
+
+
+def popen(args: list[str], devices: int = 1, log_path=None) -> subprocess.Popen:
+    out = open(log_path, "w") if log_path else subprocess.DEVNULL
+    return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=env(devices),
+                            stdout=out, stderr=subprocess.STDOUT)
+
+
+def run(args: list[str], devices: int = 1, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env(devices),
+                          capture_output=True, text=True, timeout=timeout)
