@@ -27,6 +27,7 @@ HF = [
     "transformers>=5.0,<6",
     "safetensors>=0.4.5",
     "sentencepiece>=0.2.0,<0.3",
+    "protobuf>=4.25",
 ]
 EVAL = [
     "scikit-learn>=1.4,<2",

@@ -145,7 +145,7 @@ def load_config(model_dir: str | os.PathLike) -> Any:
 
 
 # ----------------------------------------------------------------------------- params only
-def _scan_layout(params: dict, scanned: bool) -> dict:
+def scan_layout(params: dict, scanned: bool) -> dict:
     """Convert between scanned (one ``layers`` subtree) and unscanned (``layers_{i}``) trees."""
     from protlm.models import scan_utils
     return scan_utils.stack_layers(params) if scanned else scan_utils.unstack_layers(params)
@@ -174,7 +174,7 @@ def save_params(model_dir: str | os.PathLike, params: Any, config: Any, step: in
     params = nn.unbox(params)
     want_scanned = bool(getattr(config, "scan_layers", False))
     if _is_scanned(params) != want_scanned:
-        params = _scan_layout(params, want_scanned)
+        params = scan_layout(params, want_scanned)
     save_config(model_dir, config)
     with make_manager(model_dir, save_interval_steps=1, max_to_keep=None, async_save=False) as mngr:
         if step in mngr.all_steps():
@@ -215,5 +215,5 @@ def load_params(model_dir: str | os.PathLike, step: Optional[int] = None) -> tup
             item={"params": item}, restore_args={"params": restore_args}, partial_restore=True)))
     params = restored["state"]["params"]
     if _is_scanned(params):
-        params = _scan_layout(params, scanned=False)
+        params = scan_layout(params, scanned=False)
     return params, config

@@ -31,13 +31,19 @@ import sys
 import time
 from typing import Iterator, NamedTuple
 
+import flax.linen as nn
 import h5py
+import jax
+import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
+from protlm import checkpoints, models
 from protlm.data.fasta import FastaFormatError, read_fasta
 from protlm.data.tokens import (PROTBERT_CLS_ID, PROTBERT_SEP_ID, PROTT5_EOS_ID, encode_protbert,
                                 encode_prott5)
 from protlm.downstream.features import sanitize_id
+from protlm.models import registry
 
 log = logging.getLogger("protlm.embed")
 
@@ -78,8 +84,6 @@ class LoadedModel:
 
 def load_model(path: str | os.PathLike, dtype: str = "float32") -> LoadedModel:
     """Loads a protlm model directory or a Hugging Face directory for inference in `dtype`."""
-    from protlm import checkpoints  # pylint: disable=import-outside-toplevel
-
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
     path = pathlib.Path(path)
@@ -101,13 +105,6 @@ def load_model(path: str | os.PathLike, dtype: str = "float32") -> LoadedModel:
 
 def prepare_model(params: dict, config, dtype: str = "float32", source: str = "params") -> LoadedModel:
     """Wraps an unscanned, unboxed params tree and its config for inference in `dtype`."""
-    import flax.linen as nn  # pylint: disable=import-outside-toplevel
-    import jax  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-
-    from protlm import models  # pylint: disable=import-outside-toplevel
-    from protlm.models import registry  # pylint: disable=import-outside-toplevel
-
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
     # Params are unscanned (load_params / import); inference needs no remat.
@@ -270,8 +267,6 @@ def output_paths(output: str | os.PathLike, per_residue: bool, per_protein: bool
 
 def make_forward(loaded: LoadedModel, layer: int, per_residue: bool, per_protein: bool):
     """A jitted fn (params, tokens [B, L], residue_mask [B, L]) -> (hidden [B, L, d] | None, mean [B, d] | None)."""
-    import jax  # pylint: disable=import-outside-toplevel
-    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
     model = loaded.model
 
@@ -298,6 +293,31 @@ def _chunks(fasta, size: int) -> Iterator[list]:
             chunk = []
     if chunk:
         yield chunk
+
+
+def embed_batches(loaded: LoadedModel, forward, records: list, max_tokens_per_batch: int) -> Iterator[tuple]:
+    """Runs `forward` over `records` in length-bucketed batches, longest first.
+
+    Yields:
+      (records of the batch, per-residue list of [L_i, d] arrays or None, per-protein [B, d] or None),
+      specials and padding already removed.
+    """
+
+    tokenized = [tokenize(loaded.family, r.sequence) for r in records]
+    for length, rows, idx in plan_batches([len(t) for t, _ in tokenized], max_tokens_per_batch, loaded.max_tokens):
+        tokens = np.zeros((rows, length), np.int32)  # [B, L]
+        mask = np.zeros((rows, length), bool)  # [B, L], True on residues
+        for r, i in enumerate(idx):
+            t, off = tokenized[i]
+            tokens[r, : len(t)] = t
+            mask[r, off : off + len(records[i].sequence)] = True
+        hidden, mean = jax.device_get(forward(loaded.params, tokens, mask))
+        recs = [records[i] for i in idx]
+        residue = None
+        if hidden is not None:
+            residue = [np.asarray(hidden[r, tokenized[i][1] : tokenized[i][1] + len(records[i].sequence)])
+                       for r, i in enumerate(idx)]
+        yield recs, residue, (None if mean is None else np.asarray(mean[: len(idx)]))
 
 
 def embed_fasta(
@@ -328,8 +348,6 @@ def embed_fasta(
     Returns:
       Stats: proteins, residues, skipped, seconds, proteins_per_s, residues_per_s, outputs.
     """
-    import jax  # pylint: disable=import-outside-toplevel
-    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
     if not (per_residue or per_protein):
         raise ValueError("request --per_residue and/or --per_protein")
@@ -371,26 +389,16 @@ def embed_fasta(
         t0, n_prot, n_res = time.time(), 0, 0
         for chunk in _chunks(fasta, CHUNK_PROTEINS):
             chunk = [r for r in chunk if sanitize_id(r.id) in todo_keys]
-            tokenized = [tokenize(loaded.family, r.sequence) for r in chunk]
-            plan = plan_batches([len(t) for t, _ in tokenized], max_tokens_per_batch, loaded.max_tokens)
-            for length, rows, idx in plan:
-                tokens = np.zeros((rows, length), np.int32)
-                mask = np.zeros((rows, length), bool)
-                for r, i in enumerate(idx):
-                    t, off = tokenized[i]
-                    tokens[r, : len(t)] = t
-                    mask[r, off : off + len(chunk[i].sequence)] = True
-                hidden, mean = jax.device_get(forward(loaded.params, tokens, mask))
-                for r, i in enumerate(idx):
-                    rec, (_, off) = chunk[i], tokenized[i]
-                    key, n = sanitize_id(rec.id), len(rec.sequence)
-                    if hidden is not None and key not in outs["per_residue"].done:
-                        outs["per_residue"].write(key, np.asarray(hidden[r, off : off + n], store_dtype))
-                    if mean is not None and key not in outs["per_protein"].done:
-                        outs["per_protein"].write(key, np.asarray(mean[r], store_dtype))
-                    n_res += n
-                n_prot += len(idx)
-                bar.update(sum(len(chunk[i].sequence) for i in idx))
+            for recs, residue, protein in embed_batches(loaded, forward, chunk, max_tokens_per_batch):
+                for r, rec in enumerate(recs):
+                    key = sanitize_id(rec.id)
+                    if residue is not None and key not in outs["per_residue"].done:
+                        outs["per_residue"].write(key, residue[r].astype(store_dtype))
+                    if protein is not None and key not in outs["per_protein"].done:
+                        outs["per_protein"].write(key, protein[r].astype(store_dtype))
+                n_prot += len(recs)
+                n_res += sum(len(rec.sequence) for rec in recs)
+                bar.update(sum(len(rec.sequence) for rec in recs))
                 elapsed = max(time.time() - t0, 1e-9)
                 bar.set_postfix_str(f"{n_prot}/{len(todo)} proteins, {n_prot / elapsed:.2f} prot/s", refresh=False)
         bar.close()

@@ -87,6 +87,22 @@ def _parse_gin(args: argparse.Namespace):
     return gin
 
 
+def _save_gin_config(gin) -> None:
+    """Write the parsed config to ``MODEL_DIR/config.gin`` (process 0, atomically)."""
+    import jax
+    try:
+        model_dir = gin.query_parameter("%MODEL_DIR")
+    except (ValueError, KeyError):
+        return
+    if not isinstance(model_dir, str) or jax.process_index() != 0:
+        return
+    path = pathlib.Path(model_dir) / "config.gin"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".config.gin.tmp-{os.getpid()}")
+    tmp.write_text(gin.config_str(), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def train(argv: list[str]) -> dict:
     """Parse flags and gin, then run ``protlm.trainer.train`` (or its dry run)."""
     args = parse_flags(argv)
@@ -96,6 +112,8 @@ def train(argv: list[str]) -> dict:
     _init_distributed(args)
     from protlm import trainer
     gin = _parse_gin(args)
+    if not args.dry_run:
+        _save_gin_config(gin)
     fn = gin.get_configurable(trainer.train)
     result = fn(dry_run_only=True) if args.dry_run else fn()
     logging.getLogger(__name__).info("gin config:\n%s", gin.operative_config_str())

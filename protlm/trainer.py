@@ -6,9 +6,8 @@ with explicit in/out shardings and the state donated (t5x ``train_with_lr``). Th
 ``log_every`` steps, evaluates, checkpoints with orbax and resumes exactly (the number of
 batches consumed is saved with the state and handed back to the data source).
 
-Data comes from a ``BatchSource`` (``protlm.data_sources``-style callables): the seqio
-pipeline (``SeqioSource``, imported lazily so this module runs without TensorFlow) or
-pre-tokenised arrays (``ArraySource``).
+Data comes from a ``BatchSource``: the seqio pipeline (``SeqioSource``, imported lazily so
+this module runs without TensorFlow) or pre-tokenised arrays (``ArraySource``).
 """
 from __future__ import annotations
 
@@ -488,7 +487,7 @@ def _restore_or_init(manager, model, tx, batch_shapes, abstract, shardings, mesh
     if init_from:
         params, cfg = checkpoints.load_params(init_from)
         if getattr(model.config, "scan_layers", False):
-            params = checkpoints._scan_layout(params, scanned=True)
+            params = checkpoints.scan_layout(params, scanned=True)
         want = jax.tree_util.tree_map(lambda a: (a.shape, jnp.dtype(a.dtype)), abstract.params)
         got = jax.tree_util.tree_map(lambda a: (a.shape, jnp.dtype(a.dtype)), params)
         if want != got:

@@ -29,16 +29,22 @@ def _save(fig, path: pathlib.Path) -> pathlib.Path:
 
 
 def tsne_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
-    """[N, D] -> [N, 2] with scikit-learn t-SNE (PCA to at most 50 dimensions first, for speed)."""
+    """[N, D] -> [N, 2] with scikit-learn t-SNE (PCA to at most 50 dimensions first, for speed).
+
+    Runs single-threaded: for a few thousand points OpenMP threads cost more than they bring (on a
+    shared 2-core machine 10x more).
+    """
     from sklearn.decomposition import PCA  # pylint: disable=import-outside-toplevel
     from sklearn.manifold import TSNE  # pylint: disable=import-outside-toplevel
+    from threadpoolctl import threadpool_limits  # pylint: disable=import-outside-toplevel
 
     x = np.asarray(x, np.float32)
     x = (x - x.mean(0)) / (x.std(0) + 1e-6)
-    if x.shape[1] > 50 and x.shape[0] > 50:
-        x = PCA(n_components=50, random_state=seed).fit_transform(x)
-    perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+    with threadpool_limits(limits=1):
+        if x.shape[1] > 50 and x.shape[0] > 50:
+            x = PCA(n_components=50, random_state=seed).fit_transform(x)
+        perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
 
 
 def plot_projection(

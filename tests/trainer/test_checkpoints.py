@@ -2,11 +2,9 @@
 import json
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
-from protlm import checkpoints, models, trainer
+from protlm import checkpoints, models, optimizers, trainer
 from protlm.models import scan_utils
 from tests.trainer import helpers
 
@@ -65,7 +63,7 @@ def test_checkpoint_from_8_devices_restores_on_1_device_and_2x4_mesh(tmp_path):
     helpers.run(tmp_path, steps=2, partition=trainer.PartitionConfig(data=4, model=2))
     cfg = models.get_config("prot_t5_tiny")
     model = models.get_model(cfg)
-    tx = __import__("protlm.optimizers", fromlist=["x"]).adafactor(lambda s: 1e-2)
+    tx = optimizers.adafactor(optimizers.constant_schedule(1e-2))
     shapes = trainer.feature_shapes(cfg, {"inputs": 16, "targets": 16}, 8, pack=False)
     reference = None
     for partition in (trainer.PartitionConfig(data=4, model=2),

@@ -74,3 +74,4 @@ def test_train_from_arrays_through_the_cli(tmp_path):
     assert checkpoints.latest_step(tmp_path / "run") == 3
     assert json.loads((tmp_path / "run" / "config.json").read_text())["family"] == "t5"
     assert list((tmp_path / "run" / "tensorboard" / "train").glob("events.*"))
+    assert "trainer.train.model_dir" in (tmp_path / "run" / "config.gin").read_text()
