@@ -19,7 +19,7 @@ def run_demo(fasta: str, model_dir: str, gin_flags: list[str]) -> dict:
     if not pathlib.Path(fasta).is_file():
         raise FileNotFoundError(f"--fasta {fasta}: no such file; install Debian's mmseqs2-examples "
                                 "or pass any FASTA (.fasta or .fasta.gz)")
-    argv = ["--gin_file=quickstart.gin", f"--gin.MODEL_DIR={model_dir!r}",
+    argv = ["--gin_file=gin/quickstart.gin", f"--gin.MODEL_DIR={model_dir!r}",
             f"--gin.FASTA_PATTERN={fasta!r}", *gin_flags]
     return train.train(argv)
 

@@ -10,7 +10,7 @@ Flags (T5X style):
                          TRAIN_STEPS, BATCH_SIZE, MIXTURE_OR_TASK_NAME, TASK_FEATURE_LENGTHS,
                          FASTA_PATTERN, ...). Strings need inner quotes: --gin.MODEL_DIR="'runs/x'".
   --gin_search_paths=P   comma-separated directories for gin files and includes
-                         (default: the current directory and the repository's gin/).
+                         (default: the current directory and the repository root).
   --dry_run              lower + compile the train step on abstract inputs, report memory, exit.
   --dry_run_devices=N    with --dry_run: emulate N CPU devices (the mesh the report is for).
 Multi-host: TPU pods detect themselves with --distributed; GPU/CPU clusters pass
@@ -24,7 +24,9 @@ import os
 import pathlib
 import sys
 
-REPO_GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / "gin"
+# gin files live in the repository's gin/ and include each other as 'gin/...' (T5X style);
+# the repository root is a default search path, so they resolve from any working directory.
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def parse_flags(argv: list[str]) -> argparse.Namespace:
@@ -78,7 +80,7 @@ def _init_distributed(args: argparse.Namespace) -> None:
 
 def _parse_gin(args: argparse.Namespace):
     import gin
-    paths = [p for p in args.gin_search_paths.split(",") if p] + [".", str(REPO_GIN_DIR)]
+    paths = [p for p in args.gin_search_paths.split(",") if p] + [".", str(REPO_ROOT)]
     for p in paths:
         gin.add_config_file_search_path(p)
     gin.parse_config_files_and_bindings(args.gin_file, args.gin_bindings,

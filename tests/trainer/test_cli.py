@@ -12,8 +12,8 @@ ARRAY_GIN = """
 from __gin__ import dynamic_registration
 from protlm import models
 from protlm import trainer
-include 'models/prot_t5_tiny.gin'
-include 'runs/pretrain.gin'
+include 'gin/models/prot_t5_tiny.gin'
+include 'gin/runs/pretrain.gin'
 MIXTURE_OR_TASK_NAME = 'unused'
 TASK_FEATURE_LENGTHS = {{'inputs': 16, 'targets': 16}}
 BATCH_SIZE = 8
@@ -50,7 +50,7 @@ def test_gin_dot_flags_become_bindings():
 
 def test_pretrain_requires_its_macros(tmp_path):
     with pytest.raises(Exception, match="MODEL_DIR|REQUIRED|required"):
-        train.train(["--gin_file=models/prot_t5_tiny.gin", "--gin_file=runs/pretrain.gin",
+        train.train(["--gin_file=gin/models/prot_t5_tiny.gin", "--gin_file=gin/runs/pretrain.gin",
                      "--gin.MIXTURE_OR_TASK_NAME='prott5_span_denoising'",
                      "--gin.TASK_FEATURE_LENGTHS={'inputs': 8, 'targets': 8}",
                      "--gin.TRAIN_STEPS=1"])
@@ -58,8 +58,12 @@ def test_pretrain_requires_its_macros(tmp_path):
 
 @pytest.mark.parametrize("gin_file", ["quickstart.gin", "prot_t5_xl.gin", "prot_t5_xxl.gin",
                                       "prot_bert.gin", "prot_bert_2048.gin"])
-def test_experiment_files_parse(gin_file):
-    gin.add_config_file_search_path(str(train.REPO_GIN_DIR))
+def test_experiment_files_parse(gin_file, tmp_path, monkeypatch):
+    # from another directory that has a `runs/` folder (a namespace package for gin's reader)
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    gin.add_config_file_search_path(str(train.REPO_ROOT))
+    gin_file = "gin/" + gin_file
     gin.parse_config_files_and_bindings([gin_file], ["MODEL_DIR = '/tmp/x'",
                                                      "FASTA_PATTERN = '/tmp/x.fasta'"])
     assert gin.query_parameter("%TRAIN_STEPS") > 0
