@@ -15,16 +15,33 @@ OUT.per_protein.h5. Runs resume: ids already in the output are skipped; work in 
 OUT.h5.partial and is renamed to OUT.h5 at the end. fp16 results are stored as float16; bfloat16 and
 float32 results as float32 (HDF5 has no bfloat16).
 
-Batching: proteins are sorted by length (within chunks of `CHUNK_PROTEINS`, so the FASTA is streamed),
-padded to one of `BUCKETS` and grouped by a token budget (`--max_tokens_per_batch`); a protein longer
-than the budget runs alone. Compilations are bounded by (#buckets x log2 batch sizes).
+Batching (`plan_batches`): proteins are sorted by length, longest first (within chunks of
+`CHUNK_PROTEINS`, so the FASTA is streamed), and cut into consecutive batches; a batch is padded to
+the length bucket of its longest protein (`bucket_for`) and holds `max(1, --max_tokens_per_batch //
+length)` proteins, so a protein longer than the budget runs alone. Buckets (`BUCKETS`, 44 lengths up
+to 32,768 tokens) grow geometrically: x1.1 up to 2,048 tokens (multiples of 16, then 64), x1.2 up to
+8,192 (multiples of 256), x1.25 up to 32,768 (multiples of 1,024); longer proteins are padded to a
+multiple of `LONG_STEP` (1,024; titin, 34,350 residues -> 34,816 tokens). Only a chunk's last batch
+is partial; its rows are padded to a power of two. Distinct compiled shapes per chunk are therefore
+at most one per bucket used plus one (32 on the 2,768 DeepLoc test proteins, at 1.07 padded tokens
+per residue with the default budget).
+
+Compilation: the jitted forward is memoised per (config incl. dtype, layer, representation), so
+repeated `embed_fasta` calls in one process reuse compiled shapes; `--compilation_cache_dir` turns on
+jax's persistent compilation cache so later processes load them too. Batches longer than
+`--blocked_attention_from` tokens (8,192) use blocked attention (`protlm.layers.blocked_attention`,
+query blocks of 512, key blocks of 2,048; memory linear in length) unless the model already sets
+`attention_block_size`.
 """
 from __future__ import annotations
 
 import argparse
+import bisect
 import dataclasses
+import functools
 import json
 import logging
+import math
 import os
 import pathlib
 import sys
@@ -48,8 +65,27 @@ from protlm.models import registry
 log = logging.getLogger("protlm.embed")
 
 DTYPES = ("float32", "bfloat16", "float16")
-# Padded lengths (tokens incl. specials). Finer steps where proteins are common, x1.5 steps above 1k.
-BUCKETS = (64, 128, 256, 512, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768)
+
+
+def length_ladder(segments, start: int = 32) -> tuple[int, ...]:
+    """Padded lengths from `start`: per (upper, ratio, multiple) segment, x`ratio` steps rounded up
+    to `multiple`, ending exactly at `upper`."""
+    out = [start]
+    for upper, ratio, multiple in segments:
+        while out[-1] < upper:
+            nxt = math.ceil(out[-1] * ratio / multiple) * multiple
+            out.append(min(upper, max(nxt, out[-1] + multiple)))
+    return tuple(out)
+
+
+# Padded lengths (tokens incl. specials): x1.1 steps (+ rounding) up to 2,048 tokens, where nearly all
+# proteins are, coarser above (44 buckets). See the module docstring and docs/benchmarks.md.
+BUCKET_SEGMENTS = ((512, 1.1, 16), (2048, 1.1, 64), (8192, 1.2, 256), (32768, 1.25, 1024))
+BUCKETS = length_ladder(BUCKET_SEGMENTS)
+LONG_STEP = 1024  # above BUCKETS[-1]: padded to a multiple of this
+# Batches longer than this use blocked attention (when the model has none configured).
+BLOCKED_ATTENTION_FROM = 8192
+BLOCKED_QUERY_BLOCK, BLOCKED_KEY_BLOCK = 512, 2048
 CHUNK_PROTEINS = 20000  # proteins read, sorted and embedded at a time (bounds host memory)
 FLUSH_SECONDS = 30.0
 
@@ -159,31 +195,41 @@ def tokenize(family: str, sequence: str) -> tuple[np.ndarray, int]:
 
 
 def bucket_for(n_tokens: int, max_tokens: int | None = None) -> int:
-    """The padded length for `n_tokens` (capped at the model's maximum)."""
-    b = next((b for b in BUCKETS if n_tokens <= b), -(-n_tokens // BUCKETS[-1]) * BUCKETS[-1])
+    """The padded length for `n_tokens`: the smallest bucket that holds it, above the largest a
+    multiple of `LONG_STEP` (capped at the model's maximum)."""
+    i = bisect.bisect_left(BUCKETS, n_tokens)
+    b = BUCKETS[i] if i < len(BUCKETS) else -(-n_tokens // LONG_STEP) * LONG_STEP
     return min(b, max_tokens) if max_tokens else b
 
 
 def plan_batches(n_tokens: list[int], max_tokens_per_batch: int, max_tokens: int | None = None
                  ) -> list[tuple[int, int, list[int]]]:
-    """Groups items (longest first) into (bucket length, padded batch size, indices) batches.
+    """Cuts items sorted by length (longest first) into (padded length, padded rows, indices) batches.
 
-    A bucket of length b holds max(1, max_tokens_per_batch // b) rows; a bucket's last, smaller batch
-    is padded to the next power of two rows, so each bucket compiles at most 1 + log2 shapes.
+    Each batch starts at the longest remaining item, is padded to its bucket b and takes the next
+    max(1, max_tokens_per_batch // b) items (all shorter); rows depend only on b, so every batch is
+    one of the (b, rows(b)) shapes except the last, partial one, whose rows are padded to a power
+    of two. Padding is the bucket rounding plus the length spread of neighbours in sorted order.
     """
     order = sorted(range(len(n_tokens)), key=lambda i: -n_tokens[i])
-    groups: dict[int, list[int]] = {}
-    for i in order:
-        groups.setdefault(bucket_for(n_tokens[i], max_tokens), []).append(i)
-    batches = []
-    for b in sorted(groups, reverse=True):
+    batches, j = [], 0
+    while j < len(order):
+        b = bucket_for(n_tokens[order[j]], max_tokens)
         size = max(1, max_tokens_per_batch // b)
-        idx = groups[b]
-        for j in range(0, len(idx), size):
-            part = idx[j : j + size]
-            rows = size if len(part) == size else min(size, 1 << (len(part) - 1).bit_length())
-            batches.append((b, rows, part))
+        part = order[j : j + size]
+        j += len(part)
+        rows = size if len(part) == size else min(size, 1 << (len(part) - 1).bit_length())
+        batches.append((b, rows, part))
     return batches
+
+
+def padding_stats(n_tokens: list[int], max_tokens_per_batch: int, max_tokens: int | None = None) -> dict:
+    """Padded tokens per real token, attention cells and distinct shapes of `plan_batches`."""
+    plan = plan_batches(n_tokens, max_tokens_per_batch, max_tokens)
+    padded = sum(b * rows for b, rows, _ in plan)
+    return {"padded_tokens_per_token": float(padded / max(1, sum(n_tokens))),
+            "attention_cells": int(sum(b * b * rows for b, rows, _ in plan)),
+            "shapes": len({(b, rows) for b, rows, _ in plan}), "batches": len(plan)}
 
 
 # ------------------------------------------------------------------------------------ output
@@ -265,10 +311,41 @@ def output_paths(output: str | os.PathLike, per_residue: bool, per_protein: bool
 # ------------------------------------------------------------------------------------ compute
 
 
-def make_forward(loaded: LoadedModel, layer: int, per_residue: bool, per_protein: bool):
-    """A jitted fn (params, tokens [B, L], residue_mask [B, L]) -> (hidden [B, L, d] | None, mean [B, d] | None)."""
+def enable_compilation_cache(path: str | os.PathLike) -> None:
+    """jax's persistent compilation cache in `path` for every compilation of this process."""
+    pathlib.Path(path).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", os.fspath(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
-    model = loaded.model
+
+def make_forward(loaded: LoadedModel, layer: int, per_residue: bool, per_protein: bool,
+                 blocked_attention_from: int = BLOCKED_ATTENTION_FROM):
+    """fn(params, tokens [B, L], residue_mask [B, L]) -> (hidden [B, L, d] | None, mean [B, d] | None).
+
+    The jitted functions are memoised per (config, layer, representation), so every call with the same
+    model reuses the compiled shapes. Batches with L > `blocked_attention_from` (0 = never) run the
+    same weights with blocked attention when the config has dense attention.
+    """
+    dense = _jitted_forward(loaded.config, layer, per_residue, per_protein)
+    cfg = loaded.config
+    if (blocked_attention_from <= 0 or not hasattr(cfg, "attention_block_size")
+            or cfg.attention_block_size > 0):
+        return dense
+    blocked_cfg = dataclasses.replace(cfg, attention_block_size=BLOCKED_QUERY_BLOCK,
+                                      attention_key_block_size=BLOCKED_KEY_BLOCK)
+
+    def forward(params, tokens, residue_mask):
+        if tokens.shape[1] > blocked_attention_from:
+            return _jitted_forward(blocked_cfg, layer, per_residue, per_protein)(params, tokens, residue_mask)
+        return dense(params, tokens, residue_mask)
+
+    return forward
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_forward(config, layer: int, per_residue: bool, per_protein: bool):
+    model = models.get_model(config)
 
     def forward(params, tokens, residue_mask):
         if layer == -1:
@@ -331,6 +408,7 @@ def embed_fasta(
     max_tokens_per_batch: int = 8192,
     progress: bool = True,
     loaded: LoadedModel | None = None,
+    blocked_attention_from: int = BLOCKED_ATTENTION_FROM,
 ) -> dict:
     """Embeds every protein of `fasta` not yet in the output(s).
 
@@ -344,6 +422,8 @@ def embed_fasta(
       max_tokens_per_batch: padded tokens per batch.
       progress: show a tqdm bar.
       loaded: an already loaded model (tests, tools).
+      blocked_attention_from: batches padded beyond this many tokens use blocked attention (0 = never;
+        a model configured with `attention_block_size` always uses its own).
 
     Returns:
       Stats: proteins, residues, skipped, seconds, proteins_per_s, residues_per_s, outputs.
@@ -380,7 +460,8 @@ def embed_fasta(
         log.info("%s: %d proteins, %d already embedded, %d to do (%d residues); model %s (%s, %s, d=%d)",
                  fasta, len(entries), len(entries) - len(todo), len(todo), total_res, model, loaded.family,
                  dtype, loaded.dim)
-        forward = make_forward(loaded, layer, "per_residue" in outs, "per_protein" in outs)
+        forward = make_forward(loaded, layer, "per_residue" in outs, "per_protein" in outs,
+                               blocked_attention_from)
         store_dtype = np.float16 if dtype == "float16" else np.float32
         todo_keys = {e.key for e in todo}
         # The bar counts residues (the work), so its ETA holds although the longest proteins come first.
@@ -427,6 +508,10 @@ def parse_args(argv):
     p.add_argument("--layer", type=int, default=-1, help="hidden state index (HF convention; -1 = last layer)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--max_tokens_per_batch", type=int, default=8192)
+    p.add_argument("--blocked_attention_from", type=int, default=BLOCKED_ATTENTION_FROM,
+                   help="batches longer than this many tokens use blocked attention (0 = never)")
+    p.add_argument("--compilation_cache_dir", default=None,
+                   help="jax persistent compilation cache directory (later runs skip compiling)")
     p.add_argument("--no_progress", action="store_true")
     args = p.parse_args(argv)
     if not (args.per_residue or args.per_protein):
@@ -443,9 +528,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax is chatty at INFO
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.compilation_cache_dir:
+        enable_compilation_cache(args.compilation_cache_dir)
     try:
         embed_fasta(args.model, args.fasta, args.output, args.per_residue, args.per_protein, args.layer,
-                    args.dtype, args.max_tokens_per_batch, progress=not args.no_progress)
+                    args.dtype, args.max_tokens_per_batch, progress=not args.no_progress,
+                    blocked_attention_from=args.blocked_attention_from)
     except (FastaFormatError, EmbedInputError, FileNotFoundError, ValueError) as e:
         print(f"embed: error: {e}", file=sys.stderr)
         return 2

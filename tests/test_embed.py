@@ -165,13 +165,75 @@ def test_plan_batches_bounds_shapes_and_isolates_long_proteins():
     lengths = [50, 60, 700, 5200, 130, 131, 1000, 40] + [100] * 37
     plan = embed.plan_batches(lengths, 1024)
     assert sorted(i for _, _, idx in plan for i in idx) == list(range(len(lengths)))
-    assert plan[0] == (6144, 1, [3])  # the 5,200-residue protein alone, longest first
-    for length, rows, idx in plan:
+    assert plan[0] == (embed.bucket_for(5200), 1, [3])  # the 5,200-residue protein alone, longest first
+    assert 5200 <= plan[0][0] <= 5200 * 1.25
+    for k, (length, rows, idx) in enumerate(plan):
         assert length in embed.BUCKETS and all(lengths[i] <= length for i in idx)
+        assert length == embed.bucket_for(max(lengths[i] for i in idx))  # padded to its longest
         full = max(1, 1024 // length)
         assert len(idx) <= rows <= full
+        if k < len(plan) - 1:
+            assert len(idx) == rows == full  # only the last batch is partial
         assert rows == full or rows & (rows - 1) == 0  # a partial batch is padded to a power of two
+    flat = [lengths[i] for _, _, idx in plan for i in idx]
+    assert flat == sorted(lengths, reverse=True)  # consecutive in length order
     assert embed.bucket_for(600, max_tokens=512) == 512
+
+
+def test_buckets_are_fine_geometric_and_bounded():
+    b = embed.BUCKETS
+    assert list(b) == sorted(set(b)) and b[-1] == 32768 and len(b) <= 44
+    assert all(x % 16 == 0 for x in b)
+    for lo, hi in zip(b, b[1:]):  # x1.1 (+ rounding) where proteins are common, x1.25 above
+        assert hi / lo <= (1.1 + 64 / lo if hi <= 2048 else 1.25 + 1024 / lo) + 1e-9
+    for n in (1, 33, 100, 257, 1000, 2049, 8193, 32768):
+        assert embed.bucket_for(n) >= n and embed.bucket_for(n) in b
+
+
+def test_long_proteins_use_fine_steps_above_the_largest_bucket():
+    assert embed.bucket_for(34351) == 34816  # titin (34,350 residues + </s>), not 65,536
+    for n in (32769, 40000, 70001):
+        assert embed.bucket_for(n) % embed.LONG_STEP == 0 and 0 <= embed.bucket_for(n) - n < embed.LONG_STEP
+    assert embed.bucket_for(34351, max_tokens=40000) == 34816
+
+
+def test_padding_is_close_to_sorted_batches_on_a_realistic_length_distribution():
+    """A DeepLoc-like length distribution (log-normal, median ~430, long tail to 5,600)."""
+    rng = np.random.default_rng(0)
+    lengths = [int(x) + 1 for x in np.clip(rng.lognormal(np.log(430), 0.75, 2768), 20, 5654)]
+    st = embed.padding_stats(lengths, 8192)
+    assert st["padded_tokens_per_token"] < 1.12, st  # DeepLoc test with the old buckets: 1.34
+    assert st["shapes"] <= 40 and st["shapes"] <= len({embed.bucket_for(n) for n in lengths}) + 1
+    small = embed.padding_stats(lengths[:200], 8192)
+    assert small["padded_tokens_per_token"] < 1.25 and small["shapes"] <= 25
+
+
+def test_forward_is_memoised_and_long_batches_switch_to_blocked_attention(t5, proteins):
+    cfg, model, params, loaded = t5
+    f1 = embed.make_forward(loaded, -1, True, False, blocked_attention_from=0)
+    f2 = embed.make_forward(embed.prepare_model(params, cfg), -1, True, False, blocked_attention_from=0)
+    assert f1 is f2  # one jit per (config, layer, representation): compiled shapes are reused
+    assert embed.make_forward(loaded, 0, True, False, blocked_attention_from=0) is not f1
+    seq = proteins[0][1][:150]
+    tokens = np.zeros((1, 160), np.int32)
+    tokens[0, : len(seq) + 1] = np.concatenate([encode_prott5(seq), [PROTT5_EOS_ID]])
+    mask = np.zeros((1, 160), bool)
+    mask[0, : len(seq)] = True
+    blocked = embed.make_forward(loaded, -1, True, True, blocked_attention_from=128)
+    dense = embed.make_forward(loaded, -1, True, True, blocked_attention_from=0)
+    hb, mb = blocked(loaded.params, tokens, mask)
+    hd, md = dense(loaded.params, tokens, mask)
+    np.testing.assert_allclose(np.asarray(hb)[0, : len(seq)], np.asarray(hd)[0, : len(seq)], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(mb), np.asarray(md), rtol=1e-4, atol=1e-4)
+
+
+def test_cli_compilation_cache_dir(tmp_path, t5, proteins, monkeypatch):
+    calls = []
+    monkeypatch.setattr(embed, "enable_compilation_cache", calls.append)
+    monkeypatch.setattr(embed, "embed_fasta", lambda *a, **k: calls.append(k) or {})
+    assert embed.main(["--model", "m", "--fasta", "f.fasta", "--compilation_cache_dir", str(tmp_path / "c"),
+                       "--blocked_attention_from", "4096", "--no_progress"]) == 0
+    assert calls[0] == str(tmp_path / "c") and calls[1]["blocked_attention_from"] == 4096
 
 
 def test_cli_with_saved_checkpoint(tmp_path, t5, proteins):

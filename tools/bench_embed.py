@@ -4,8 +4,9 @@
       [--dtype auto|float32|float16|bfloat16] [--only protlm|transformers] [--rounds 1]
   python tools/bench_embed.py --model prot_t5_xl --max_length_probe [--probe_max 40000]
 
-protlm: `protlm.embed.embed_fasta` (length buckets, token-budget batches, one jitted forward per
-shape, mean-pooled per-protein embeddings written to h5). transformers: the ProtTrans embedding
+protlm: `protlm.embed.embed_fasta` (sorted by length, batches padded to fine geometric length
+buckets under a token budget, one memoised jitted forward per shape, mean-pooled per-protein
+embeddings written to h5). transformers: the ProtTrans embedding
 procedure (agemagician/ProtTrans `Embedding/prott5_embedder.py`): `T5EncoderModel` (ProtBert:
 `BertModel`), proteins sorted by length (longest first), a batch closed at `--max_residues` (4,000)
 residues, `--max_batch` (100) proteins or a protein over `--max_seq_len` (1,000) residues,
@@ -17,8 +18,10 @@ on either side.
 Both sides embed the same proteins (default: the 2,768 DeepLoc test proteins; `--limit N` takes
 the first N). Each side first runs an untimed warm-up pass over the same proteins (reported as
 `cold_seconds`: for protlm it includes compiling every shape), then the timed passes alternate
-(`--rounds`). `embed_fasta` builds a new jitted forward per call, so the timed passes reuse the
-warm-up's executables through jax's persistent compilation cache (`--compilation_cache`). Weights: random for a preset; a protlm or Hugging Face directory
+(`--rounds`). `embed_fasta` memoises its jitted forward per model config, so the timed passes reuse
+the warm-up's executables in process (jax's persistent compilation cache, `--compilation_cache`,
+is on as well; it only matters across processes). Each side also reports its padded tokens per
+token (`padded_tokens_per_token`, specials included) on these proteins. Weights: random for a preset; a protlm or Hugging Face directory
 is loaded by protlm (`protlm.embed.load_model`); transformers loads a Hugging Face directory and
 otherwise builds the same config with random weights (values do not change the speed).
 
@@ -175,6 +178,12 @@ class ProtlmEmbedder:
     def memory(self) -> dict:
         return {"peak_device_bytes": bc.jax_peak_bytes()}
 
+    def padding(self, records) -> dict:
+        n = [len(self.embed.tokenize(self.loaded.family, s)[0]) for _, s in records]
+        st = self.embed.padding_stats(n, self.budget, self.loaded.max_tokens)
+        return {"padded_tokens_per_token": st["padded_tokens_per_token"],
+                "attention_cells": st["attention_cells"], "compiled_shapes": st["shapes"]}
+
 
 # ------------------------------------------------------------------------------------ transformers
 class TorchEmbedder:
@@ -224,26 +233,39 @@ class TorchEmbedder:
 
         from protlm.data.fasta import read_fasta  # pylint: disable=import-outside-toplevel
 
-        a = self.args
         t0 = time.time()
-        seqs = sorted(((r.id, r.sequence) for r in read_fasta(str(fasta))),
-                      key=lambda x: len(x[1]), reverse=True)
-        results, batch = {}, []
-        for idx, (pid, seq) in enumerate(seqs):
-            batch.append((pid, seq))
-            n_res = sum(len(s) for _, s in batch) + len(seq)
-            if (len(batch) >= a.max_batch or n_res >= a.max_residues or idx == len(seqs) - 1
-                    or len(seq) > a.max_seq_len):
-                self._forward(batch, results)
-                batch = []
+        seqs = [(r.id, r.sequence) for r in read_fasta(str(fasta))]
+        results = {}
+        for batch in self.batches(seqs):
+            self._forward(batch, results)
         with h5py.File(out_dir / f"transformers_{tag}.h5", "w") as f:
             for pid, emb in results.items():
                 f.create_dataset(pid.replace("/", "_").replace(".", "_"), data=emb)
         return {"seconds": time.time() - t0, "proteins": len(results),
                 "residues": sum(len(s) for _, s in seqs)}
 
+    def batches(self, seqs):
+        """The ProtTrans batching: sorted longest first, closed at max_batch / max_residues / a long one."""
+        a = self.args
+        seqs = sorted(seqs, key=lambda x: len(x[1]), reverse=True)
+        batch = []
+        for idx, (pid, seq) in enumerate(seqs):
+            batch.append((pid, seq))
+            n_res = sum(len(s) for _, s in batch) + len(seq)
+            if (len(batch) >= a.max_batch or n_res >= a.max_residues or idx == len(seqs) - 1
+                    or len(seq) > a.max_seq_len):
+                yield batch
+                batch = []
+
     def memory(self) -> dict:
         return {"peak_device_bytes": bc.torch_peak_bytes()}
+
+    def padding(self, records) -> dict:
+        real = padded = cells = 0
+        for batch in self.batches(records):
+            n = [len(self._ids(s)) for _, s in batch]
+            real, padded, cells = real + sum(n), padded + max(n) * len(n), cells + max(n) ** 2 * len(n)
+        return {"padded_tokens_per_token": padded / real, "attention_cells": cells}
 
 
 def make(side, config, source, args, dtype):
@@ -285,7 +307,8 @@ def measure(args) -> dict:
         out[side] = {"seconds": secs, "seconds_rounds": [x["seconds"] for x in runs[side]],
                      "cold_seconds": cold[side], "residues_per_second": res / secs,
                      "proteins_per_second": runs[side][0]["proteins"] / secs,
-                     "peak_rss_bytes": peaks.get(side), **embedders[side].memory()}
+                     "peak_rss_bytes": peaks.get(side), **embedders[side].memory(),
+                     **embedders[side].padding(records)}
     if "transformers" in embedders:
         out["transformers"]["attn_implementation"] = embedders["transformers"].attn_implementation
     if "protlm" in embedders:
