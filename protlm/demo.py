@@ -1,7 +1,13 @@
 """``python -m protlm.demo --fasta FASTA --model_dir DIR``: what ``make demo`` runs.
 
-Trains the quickstart model (``gin/quickstart.gin``: a small ProtT5 that learns on a CPU in
-minutes) on FASTA, then prints where the checkpoints, TensorBoard events and metrics are.
+The three jobs end to end on one FASTA file:
+
+1. trains the quickstart model (``gin/quickstart.gin``: a small ProtT5 that learns on a CPU in
+   minutes) into DIR (checkpoints, TensorBoard events, metrics);
+2. exports it to a Hugging Face directory ``DIR/hf`` (``T5ForConditionalGeneration`` + tokenizer);
+3. embeds the first ``--embed_num`` proteins of the FASTA into ``DIR/embeddings.h5``
+   (per-protein means, one dataset per id).
+
 Running it again resumes (or, when finished, just reports). Extra ``--gin.NAME=VALUE`` flags
 are passed to the trainer, e.g. ``--gin.TRAIN_STEPS=100`` for a shorter run.
 """
@@ -24,6 +30,28 @@ def run_demo(fasta: str, model_dir: str, gin_flags: list[str]) -> dict:
     return train.train(argv)
 
 
+def export_and_embed(fasta: str, model_dir: str, embed_num: int) -> dict[str, str]:
+    """Exports DIR to DIR/hf and embeds the first `embed_num` proteins of `fasta`."""
+    import itertools
+    import tempfile
+
+    from protlm import embed
+    from protlm.data import fasta as fasta_io
+    from protlm.hf import export
+
+    root = pathlib.Path(model_dir)
+    hf_dir = export.export_checkpoint(root, root / "hf", overwrite=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        sample = pathlib.Path(tmp) / "sample.fasta"
+        with open(sample, "w") as f:
+            for rec in itertools.islice(fasta_io.read_fasta(fasta), embed_num):
+                f.write(f">{rec.id}\n{rec.sequence}\n")
+        stats = embed.embed_fasta(root, sample, root / "embeddings.h5", per_residue=False,
+                                  per_protein=True)
+    return {"hf": str(hf_dir), "embeddings": str(root / "embeddings.h5"),
+            "embed_rate": f"{stats['proteins']} proteins, {stats['residues_per_s']:.0f} residues/s"}
+
+
 def report(model_dir: str, result: dict) -> str:
     """Human-readable summary of where the run's outputs are."""
     root = pathlib.Path(model_dir)
@@ -43,13 +71,20 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fasta", required=True, help="training FASTA (.fasta or .fasta.gz)")
     parser.add_argument("--model_dir", default="runs/quickstart")
+    parser.add_argument("--embed_num", type=int, default=200,
+                        help="proteins of FASTA to embed after training (0 = skip export and embed)")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     bad = [a for a in rest if not a.startswith("--gin.")]
     if bad:
         parser.error(f"unknown arguments {bad}; only --gin.NAME=VALUE may be added")
     result = run_demo(args.fasta, args.model_dir, rest)
     print(report(args.model_dir, result))
-    return 0 if result.get("status") in ("done", "preempted") else 1
+    if result.get("status") != "done":
+        return 0 if result.get("status") == "preempted" else 1
+    if args.embed_num > 0:
+        outputs = export_and_embed(args.fasta, args.model_dir, args.embed_num)
+        print("\n".join(f"{k + ':':13} {v}" for k, v in outputs.items()))
+    return 0
 
 
 if __name__ == "__main__":
