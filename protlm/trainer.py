@@ -680,10 +680,12 @@ def _loop(state: TrainState, step_fn, run_eval, stream: _TrainStream, manager, w
                     perf["tokens_per_step"], perf["flops_per_step"] / perf["tokens_per_step"],
                     per_step, perf["devices"], perf["peak"]), step_seconds=per_step)
             writer.write("train", step, last_train)
-            log.info("step %d/%d  loss %.4f  acc %.3f  %.4g tokens/s  MFU %.3g  ETA %s", step,
-                     train_steps, last_train["loss"], last_train["accuracy"],
+            mfu = last_train.get("mfu", float("nan"))  # nan: no peak FLOP/s known (e.g. CPU)
+            log.info("step %d/%d  loss %.4f  acc %.3f  %.4g tokens/s  %.3g TFLOP/s/device  MFU %s  ETA %s",
+                     step, train_steps, last_train["loss"], last_train["accuracy"],
                      last_train.get("tokens_per_second", float("nan")),
-                     last_train.get("mfu", float("nan")), metrics_lib.format_seconds(eta))
+                     last_train.get("tflops_per_device", float("nan")),
+                     "n/a" if mfu != mfu else f"{mfu:.1%}", metrics_lib.format_seconds(eta))
             window, window_steps = None, 0
         if eval_every > 0 and (step % eval_every == 0 or step == train_steps):
             last_eval = run_eval(state.params)
