@@ -1,7 +1,7 @@
 """`FastaDataSource`: a seqio DataSource streaming {"id", "sequence"} from sharded FASTA.
 
 Splits: "train" and "validation". Without a validation pattern, the validation split is the
-deterministic hash-of-id holdout of the train files (`protlm.data.splits.is_validation`, the rule
+deterministic hash-of-id held-out split of the train files (`protlm.data.splits.is_validation`, the rule
 `tools/shard_fasta.py` uses) and the train split is the rest. With a validation pattern, both splits
 read their own files unfiltered.
 
@@ -48,8 +48,8 @@ class FastaDataSource(seqio.DataSource):
         """Args:
         train_pattern: glob / list / comma list of FASTA files, or a zero-argument callable returning
           one (resolved when the dataset is built, so env vars and flags can be set late).
-        validation_pattern: the same for a separate validation set; None = hash holdout of train.
-        validation_fraction: size of the hash holdout.
+        validation_pattern: the same for a separate validation set; None = hash held-out split of train.
+        validation_fraction: size of the hash held-out split.
         cycle_length: number of files read in an interleaved way.
         missing_pattern_hint: how to set the pattern, shown when it resolves to nothing.
         """

@@ -14,7 +14,7 @@ Where the FASTA comes from (resolved when a dataset is built, not at import):
   `_uniref100`: `$PROTLM_UNIREF100`
   `_bfd`:       `$PROTLM_BFD`
 Validation: `validation_fasta_pattern` / `$PROTLM_FASTA_PATTERN_VALIDATION` / `$PROTLM_UNIREF50_VALIDATION`
-(etc.) when set; otherwise the 1 % hash-of-id holdout of the train files (`protlm.data.splits`).
+(etc.) when set; otherwise the 1 % hash-of-id held-out split of the train files (`protlm.data.splits`).
 
 From gin (dynamic registration):
   import protlm.data.tasks
@@ -87,8 +87,8 @@ def register_tasks(
 
     Args:
       fasta_pattern: FASTA glob/list (or callable) for the base tasks; None = env/default (module doc).
-      validation_fasta_pattern: separate validation FASTA for the base tasks; None = env var or holdout.
-      validation_fraction: hash holdout size when there is no validation pattern.
+      validation_fasta_pattern: separate validation FASTA for the base tasks; None = env var or the hash held-out split.
+      validation_fraction: hash held-out split size when there is no validation pattern.
       rare_residue_map: tokenizer policy for U Z O B (None = ProtTrans: all -> X).
       noise_density: ProtT5 masked fraction / BERT selected fraction / span corruption density.
       mean_noise_span_length: span corruption only.

@@ -51,7 +51,7 @@ def _split_for_early_stopping(n: int, rng: np.random.Generator) -> tuple[np.ndar
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def _fit_holdout(data: ResidueData, num_classes: int, config: ProbeConfig, rng) -> ResidueProbe:
+def _fit_early_stopped(data: ResidueData, num_classes: int, config: ProbeConfig, rng) -> ResidueProbe:
     fit_idx, val_idx = _split_for_early_stopping(len(data), rng)
     return ResidueProbe(num_classes, config).fit(data.subset(fit_idx), data.subset(val_idx))
 
@@ -108,7 +108,7 @@ def run(
     histories = []
     for fold in range(CV_FOLDS):
         train_idx, test_idx = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
-        probe = _fit_holdout(cb513.subset(train_idx), 8, config, rng)
+        probe = _fit_early_stopped(cb513.subset(train_idx), 8, config, rng)
         histories.append(probe.history)
         for i, pred in zip(test_idx, probe.predict(cb513.subset(test_idx))):
             oof[i] = pred
@@ -119,7 +119,7 @@ def run(
     results["confusion"]["q8_CB513"] = metrics.confusion_matrix(y, p, 8).tolist()
     results["training"]["q8_cv"] = histories
     log.info("Q8 CB513 (CV): %s", metrics.format_metric(results["q8"]["CB513"]))
-    probe8 = _fit_holdout(cb513, 8, config, rng)
+    probe8 = _fit_early_stopped(cb513, 8, config, rng)
     results["training"]["q8"] = probe8.history
     for name in Q8_TEST_SETS:
         m, cm = _score(probe8, data[f"{name}/8"], 8, config.seed)

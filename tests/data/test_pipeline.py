@@ -135,7 +135,7 @@ def test_shards_disjoint_and_complete(small_tasks, num_shards):
     assert (b0["encoder_target_tokens"] != b1["encoder_target_tokens"]).any()
 
 
-def test_validation_holdout_split(small_tasks):
+def test_validation_split_by_id_hash(small_tasks):
     all_ids = [r.id for r in read_fasta(small_tasks)]
     train = _ids_of("protbert_mlm", small_tasks, split="train", shuffle=False, seed=0)
     val = _ids_of("protbert_mlm", small_tasks, split="validation", shuffle=False, seed=0)
