@@ -123,20 +123,39 @@ def load_model(path: str | os.PathLike, dtype: str = "float32") -> LoadedModel:
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
     path = pathlib.Path(path)
-    cfg_file = path / "config.json"
+    if model_dir_kind(path) == "protlm":
+        params, config = checkpoints.load_params(path)
+        return prepare_model(params, config, dtype, "protlm")
+    from protlm.hf import importer  # pylint: disable=import-outside-toplevel
+
+    params, config = importer.params_from_hf(path)
+    return prepare_model(params, config, dtype, "huggingface")
+
+
+def model_dir_kind(path: str | os.PathLike) -> str:
+    """"protlm" (config.json from `protlm.models.config_to_dict`) or "huggingface" (HF config.json)."""
+    cfg_file = pathlib.Path(path) / "config.json"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{cfg_file}: missing; --model must be a protlm model directory or a "
                                 "Hugging Face model directory")
     raw = json.loads(cfg_file.read_text(encoding="utf-8"))
-    if "family" in raw and "config" in raw:
-        params, config = checkpoints.load_params(path)
-        source = "protlm"
-    else:
-        from protlm.hf import importer  # pylint: disable=import-outside-toplevel
+    return "protlm" if "family" in raw and "config" in raw else "huggingface"
 
-        params, config = importer.params_from_hf(path)
-        source = "huggingface"
-    return prepare_model(params, config, dtype, source)
+
+def read_model_config(path: str | os.PathLike):
+    """The protlm config of a protlm or Hugging Face model directory, without loading weights.
+
+    Returns:
+      (config dataclass, "protlm" | "huggingface").
+    """
+    kind = model_dir_kind(path)
+    raw = json.loads((pathlib.Path(path) / "config.json").read_text(encoding="utf-8"))
+    if kind == "protlm":
+        return models.config_from_dict(raw), kind
+    from protlm.hf import families  # pylint: disable=import-outside-toplevel
+
+    family = families.family_of_hf_config(raw, str(pathlib.Path(path) / "config.json"))
+    return family.from_hf_config(raw), kind
 
 
 def prepare_model(params: dict, config, dtype: str = "float32", source: str = "params") -> LoadedModel:

@@ -255,21 +255,13 @@ def resolve_model(spec: str, **overrides):
 
 
 def _config_from_dir(path: pathlib.Path, spec: str):
-    from protlm import models  # pylint: disable=import-outside-toplevel
+    from protlm import embed, models  # pylint: disable=import-outside-toplevel
 
-    cfg_file = path / "config.json"
-    if not cfg_file.is_file():
+    try:
+        return embed.read_model_config(path)
+    except FileNotFoundError:
         raise SystemExit(f"--model {spec!r}: neither a preset ({', '.join(sorted(models.PRESETS))}) "
-                         "nor a directory with config.json")
-    raw = json.loads(cfg_file.read_text(encoding="utf-8"))
-    if "family" in raw and "config" in raw:
-        config, source = models.config_from_dict(raw), "protlm"
-    else:
-        from protlm.hf import config as hf_config  # pylint: disable=import-outside-toplevel
-        fam = raw.get("model_type")
-        config = hf_config.t5_from_hf(raw) if fam == "t5" else hf_config.bert_from_hf(raw)
-        source = "huggingface"
-    return config, source
+                         "nor a directory with config.json") from None
 
 
 def family(config) -> str:
