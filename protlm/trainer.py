@@ -27,7 +27,6 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from protlm import checkpoints, metrics as metrics_lib, optimizers, partitioning
-from protlm.data import tokens as vocab_tokens
 from protlm.models import get_model, losses
 
 log = logging.getLogger(__name__)
@@ -197,22 +196,6 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: Callable,
     return train_step
 
 
-def masked_residue_weights(batch: Mapping, weights: jax.Array) -> jax.Array:
-    """Loss weights restricted to the residues the objective hid from the model.
-
-    ProtBert's ``encoder_loss_weights`` already mark exactly the selected positions. ProtT5's
-    decoder target is the whole sequence; with span length 1 every masked residue is one
-    sentinel in the encoder input at the same position, so the masked positions are where
-    ``encoder_input_tokens`` holds a sentinel (only when the two lengths are equal).
-    """
-    if "decoder_target_tokens" not in batch:
-        return weights
-    enc = jnp.asarray(batch["encoder_input_tokens"])
-    if enc.shape != weights.shape:
-        return weights
-    return weights * (enc >= vocab_tokens.PROTT5_LAST_SENTINEL_ID).astype(weights.dtype)
-
-
 def make_eval_step(model) -> Callable:
     """``eval_step(params, batch) -> sums`` over all loss positions and masked residues."""
 
@@ -221,7 +204,8 @@ def make_eval_step(model) -> Callable:
         targets = jnp.asarray(batch[model.target_key])
         weights = model._weights(batch)
         all_pos = losses.weighted_sums(logits, targets, weights, 0.0)
-        masked = losses.weighted_sums(logits, targets, masked_residue_weights(batch, weights), 0.0)
+        masked = losses.weighted_sums(logits, targets,
+                                      model.masked_residue_weights(batch, weights), 0.0)
         return {"loss": all_pos["loss"], "weight_sum": all_pos["weight_sum"],
                 "correct": all_pos["correct"], "masked_loss": masked["loss"],
                 "masked_weight_sum": masked["weight_sum"], "masked_correct": masked["correct"]}
@@ -396,7 +380,8 @@ def compile_train_step(model, tx, schedule, shardings: TrainState, mesh, rules,
                    out_shardings=(shardings, rep), donate_argnums=(0,))
 
 
-def dry_run(model, tx, schedule, batch_shapes: Mapping, mesh, rules, accum_steps: int = 1) -> dict:
+def dry_run(model, tx, schedule, batch_shapes: Mapping, mesh, rules, accum_steps: int = 1,
+            prng_impl: str = "threefry2x32") -> dict:
     """Lower and compile the train step for abstract inputs; no weights are allocated.
 
     Returns:
@@ -407,7 +392,7 @@ def dry_run(model, tx, schedule, batch_shapes: Mapping, mesh, rules, accum_steps
     bsh = batch_sharding(mesh)
     abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bsh)
                       for k, v in batch_shapes.items()}
-    key = jax.eval_shape(lambda: jax.random.key(0))
+    key = jax.eval_shape(lambda: jax.random.key(0, impl=prng_impl))
     key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=partitioning.replicated(mesh))
     fn = compile_train_step(model, tx, schedule, shardings, mesh, rules, accum_steps)
     t0 = time.perf_counter()
@@ -530,7 +515,7 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
           checkpoint: CheckpointConfig = CheckpointConfig(),
           evaluation: EvalConfig = EvalConfig(), accum_steps: int = 1, seed: int = 0,
           log_every: int = 100, peak_flops_per_device: Optional[float] = None,
-          dry_run_only: bool = False) -> dict:
+          prng_impl: str = "threefry2x32", dry_run_only: bool = False) -> dict:
     """Train (or resume training) ``model_config`` for ``train_steps`` optimizer steps.
 
     Args:
@@ -546,6 +531,9 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
       seed: parameter init and dropout seed.
       log_every: steps between metric lines / TensorBoard points.
       peak_flops_per_device: override the peak used for MFU (default: table by device kind).
+      prng_impl: PRNG of the dropout keys: ``threefry2x32`` (jax's default; masks independent
+        of the mesh) or ``rbg`` / ``unsafe_rbg`` (XLA's RngBitGenerator, as MaxText uses:
+        cheaper masks; bits may depend on the sharding). Irrelevant without dropout.
       dry_run_only: only lower + compile the train step on abstract inputs and report memory.
 
     Returns:
@@ -561,7 +549,7 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
     if dry_run_only:
         shapes = data.batch_shapes(model_config, batch_size)
         return {"status": "dry_run", **dry_run(model, tx, schedule, shapes, mesh, rules,
-                                               accum_steps)}
+                                               accum_steps, prng_impl)}
 
     with contextlib.ExitStack() as cleanup:
         manager = checkpoints.make_manager(model_dir, checkpoint.every_steps, checkpoint.keep,
@@ -606,6 +594,7 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
         with mesh, nn.logical_axis_rules(rules):
             return _loop(state, step_fn, run_eval, stream, manager, writer, preemption, perf,
                          train_steps=train_steps, batch_size=batch_size, seed=seed,
+                         rng=jax.random.key(seed, impl=prng_impl),
                          log_every=log_every, eval_every=evaluation.every_steps,
                          save_every=max(1, checkpoint.every_steps), mesh=mesh)
 
@@ -647,7 +636,7 @@ def _nonfinite(m) -> bool:
 
 def _loop(state: TrainState, step_fn, run_eval, stream: _TrainStream, manager, writer,
           preemption: _Preemption, perf: dict, *, train_steps: int, batch_size: int, seed: int,
-          log_every: int, eval_every: int, save_every: int, mesh) -> dict:
+          rng: jax.Array, log_every: int, eval_every: int, save_every: int, mesh) -> dict:
     """Steps until ``train_steps``, SIGTERM or a non-finite loss; logs, evaluates, saves."""
     step = start_step = int(jax.device_get(state.step))
     timer = metrics_lib.StepTimer(step, train_steps)
@@ -660,7 +649,7 @@ def _loop(state: TrainState, step_fn, run_eval, stream: _TrainStream, manager, w
 
     while step < train_steps:
         batch = make_global_batch(next(stream), partitioning.data_sharding(mesh), batch_size)
-        state, m = step_fn(state, batch, jax.random.key(seed))
+        state, m = step_fn(state, batch, rng)
         step += 1
         if _nonfinite(previous):      # checked one step late: keeps the device busy
             status = "nonfinite"

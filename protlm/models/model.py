@@ -14,10 +14,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from protlm.data import tokens as tok
 from protlm.models import bert, losses, t5
 
 Batch = Mapping[str, Any]
-MASK_ID_BERT = 4  # ProtBert [MASK]; see protlm/data/vocabularies.py
 
 
 def _zeros(batch: Batch, key: str) -> jax.Array:
@@ -52,23 +52,33 @@ class BaseModel(abc.ABC):
             return jnp.asarray(batch[self.weights_key], jnp.float32)
         return (jnp.asarray(batch[self.target_key]) > 0).astype(jnp.float32)
 
-    def loss_fn(self, params, batch: Batch, dropout_rng: jax.Array | None = None
-                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def masked_residue_weights(self, batch: Batch, weights: jax.Array) -> jax.Array:
+        """`weights` restricted to the residues the objective hid from the model."""
+        return weights
+
+    def _train_weights(self, batch: Batch) -> jax.Array:
+        """Loss weights of the training objective (evaluation uses `_weights`)."""
+        return self._weights(batch)
+
+    def loss_fn(self, params, batch: Batch, dropout_rng: jax.Array | None = None,
+                training: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Scalar objective and summed aux (`loss`, `z_loss`, `weight_sum`, `correct`).
 
         The objective is (sum weighted cross entropy + z-loss) / sum of loss weights; padding and
         packing enter through the weights and the masks built from segment ids.
-        `dropout_rng=None` runs deterministically.
+        `dropout_rng=None` runs deterministically. `training=False` weighs every target 1
+        (no objective-specific reweighting such as `T5Config.unmasked_loss_weight`).
         """
         logits = self.logits(params, batch, dropout_rng)
-        aux = losses.weighted_sums(logits, jnp.asarray(batch[self.target_key]),
-                                   self._weights(batch), self.config.z_loss)
+        weights = self._train_weights(batch) if training else self._weights(batch)
+        aux = losses.weighted_sums(logits, jnp.asarray(batch[self.target_key]), weights,
+                                   self.config.z_loss)
         return losses.objective(aux), aux
 
     def eval_fn(self, params, batch: Batch) -> dict[str, jax.Array]:
         """Deterministic metrics: loss, perplexity, accuracy on loss positions, z_loss,
         plus the summed `weight_sum`, `correct` and `loss_sum` for aggregation."""
-        _, aux = self.loss_fn(params, batch, None)
+        _, aux = self.loss_fn(params, batch, None, training=False)
         metrics = losses.metrics_from_aux(aux)
         metrics.update(correct=aux["correct"], loss_sum=aux["loss"])
         return metrics
@@ -90,6 +100,24 @@ class EncoderDecoderModel(BaseModel):
         self.config = config
         self.module = t5.Transformer(config)
         self.encoder_module = t5.T5EncoderOnly(config)
+
+    def masked_residue_weights(self, batch, weights):
+        """Span length 1: every masked residue is one sentinel in the encoder input at the same
+        position as its decoder target, so the masked targets are where
+        `encoder_input_tokens` holds a sentinel (only when both lengths are equal; otherwise,
+        e.g. for C4-style span corruption whose targets are all masked, `weights`)."""
+        enc = jnp.asarray(batch["encoder_input_tokens"])
+        if enc.shape != weights.shape:
+            return weights
+        return weights * (enc >= tok.PROTT5_LAST_SENTINEL_ID).astype(weights.dtype)
+
+    def _train_weights(self, batch):
+        weights = self._weights(batch)
+        w = self.config.unmasked_loss_weight
+        if w == 1.0:
+            return weights
+        masked = self.masked_residue_weights(batch, weights)
+        return masked + w * (weights - masked)
 
     def init(self, rng, batch):
         enc, dec = _zeros(batch, "encoder_input_tokens"), _zeros(batch, "decoder_input_tokens")
@@ -193,7 +221,7 @@ class MaskedLMModel(BaseModel):
         if self.weights_key in batch:
             fill = jnp.asarray(batch[self.weights_key]) > 0
         else:
-            fill = tokens == MASK_ID_BERT
+            fill = tokens == tok.PROTBERT_MASK_ID
         return jnp.where(fill, jnp.argmax(logits, axis=-1).astype(tokens.dtype), tokens)
 
 

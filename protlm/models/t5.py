@@ -46,6 +46,11 @@ class T5Config:
     scan_layers: bool = False
     remat_policy: str = "none"      # see protlm.layers.repeat.REMAT_POLICIES
     z_loss: float = 1e-4             # t5x z-loss on log(Z) of the output softmax
+    # Training-loss weight of the decoder targets the encoder saw unmasked (the copied 85 % of
+    # span denoising); the masked residues weigh 1. 1.0 = ProtT5's objective. Lower values put
+    # the gradient on the masked residues (gin/quickstart.gin: a model too small to learn the
+    # copy alignment in minutes). Evaluation always weighs every position 1.
+    unmasked_loss_weight: float = 1.0
     # > 0: blocked attention (protlm.layers.blocked_attention) with query blocks of this size and
     # key blocks of `attention_key_block_size` (0 = all keys at once); the [L, L] bias and mask
     # are never materialised, so memory grows linearly with length (35,000-residue proteins).
@@ -58,6 +63,9 @@ class T5Config:
             get_activation(act)
         check_remat_policy(self.remat_policy)
         jnp.dtype(self.dtype)
+        if not 0.0 <= self.unmasked_loss_weight <= 1.0:
+            raise ValueError(f"T5Config.unmasked_loss_weight must be in [0, 1], "
+                             f"got {self.unmasked_loss_weight}")
 
     @property
     def activation_dtype(self):

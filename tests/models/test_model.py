@@ -45,6 +45,35 @@ def test_aux_sums_are_additive_over_microbatches(np_rng, t5_tiny):
     np.testing.assert_allclose(-scores.sum(), aux["loss"], rtol=1e-5)
 
 
+def test_unmasked_loss_weight_reweights_training_not_evaluation(np_rng, t5_tiny):
+    """Span denoising: masked residues = sentinel inputs at the target's position."""
+    import dataclasses
+    from tests.models.conftest import t5_batch
+    cfg, _, params = t5_tiny
+    batch = t5_batch(np_rng, b=3, enc_len=8, dec_len=8, pad=1)
+    batch["encoder_input_tokens"] = np.where(np_rng.random((3, 8)) < 0.3, 127,
+                                             batch["decoder_target_tokens"]).astype(np.int32)
+    batch["encoder_input_tokens"][:, -1] = 0
+    weights = batch["decoder_loss_weights"]
+    masked = weights * (batch["encoder_input_tokens"] >= 28)
+    assert 0 < masked.sum() < weights.sum()
+    logits = M.get_model(cfg).logits(params, batch)
+    ce, _ = losses.cross_entropy_with_z_loss(logits, jnp.asarray(batch["decoder_target_tokens"]))
+    ce = np.asarray(ce)
+    for w in (1.0, 0.25, 0.0):
+        model = M.get_model(dataclasses.replace(cfg, unmasked_loss_weight=w, z_loss=0.0))
+        np.testing.assert_array_equal(model.masked_residue_weights(batch, jnp.asarray(weights)),
+                                      masked)
+        expect = masked + w * (weights - masked)
+        loss, aux = model.loss_fn(params, batch)
+        np.testing.assert_allclose(loss, (ce * expect).sum() / expect.sum(), rtol=1e-5)
+        np.testing.assert_allclose(aux["weight_sum"], expect.sum(), rtol=1e-6)
+        eval_loss, _ = model.loss_fn(params, batch, training=False)
+        np.testing.assert_allclose(eval_loss, (ce * weights).sum() / weights.sum(), rtol=1e-5)
+    with pytest.raises(ValueError, match="unmasked_loss_weight"):
+        dataclasses.replace(cfg, unmasked_loss_weight=1.5)
+
+
 @pytest.mark.parametrize("name", sorted(M.PRESETS))
 def test_config_roundtrip_json(name):
     cfg = M.get_config(name, scan_layers=True)
