@@ -30,6 +30,7 @@ from protlm import checkpoints, metrics as metrics_lib, optimizers, partitioning
 from protlm.models import get_model, losses
 
 log = logging.getLogger(__name__)
+PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")   # jax.random key implementations for dropout
 Batch = Mapping[str, np.ndarray]
 
 
@@ -539,6 +540,9 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
     Returns:
       ``{"status": "done"|"preempted"|"nonfinite"|"dry_run", "step", "train", "eval"}``.
     """
+    if prng_impl not in PRNG_IMPLS:
+        raise ValueError(f"prng_impl must be one of {PRNG_IMPLS} (gin macro PRNG_IMPL), "
+                         f"got {prng_impl!r}")
     nproc = jax.process_count()
     if batch_size % nproc:
         raise ValueError(f"batch_size {batch_size} must be divisible by the {nproc} processes")

@@ -13,7 +13,8 @@ ARRAYS = {"prot_t5_tiny": t5_arrays, "prot_bert_tiny": bert_arrays}
 
 
 def run(model_dir, preset="prot_t5_tiny", steps=5, batch_size=8, partition=None,
-        checkpoint_every=1000, eval_every=0, lr=1e-2, accum_steps=1, seed=0, **config):
+        checkpoint_every=1000, eval_every=0, lr=1e-2, accum_steps=1, seed=0,
+        prng_impl="threefry2x32", **config):
     """Train a tiny preset on synthetic arrays; returns the train() result."""
     return trainer.train(
         model_dir=str(model_dir), model_config=models.get_config(preset, **config),
@@ -24,7 +25,7 @@ def run(model_dir, preset="prot_t5_tiny", steps=5, batch_size=8, partition=None,
         partition=partition or trainer.PartitionConfig(),
         checkpoint=trainer.CheckpointConfig(every_steps=checkpoint_every, keep=None),
         evaluation=trainer.EvalConfig(every_steps=eval_every, num_batches=2),
-        accum_steps=accum_steps, seed=seed, log_every=1)
+        accum_steps=accum_steps, seed=seed, log_every=1, prng_impl=prng_impl)
 
 
 def losses(model_dir) -> list[float]:

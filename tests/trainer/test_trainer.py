@@ -65,3 +65,15 @@ def test_eval_reports_masked_residue_metrics(tmp_path):
     # ProtT5 targets include the visible residues: their loss is averaged in "loss" only
     assert ev["masked_residue_loss"] != ev["loss"]
     assert (tmp_path / "metrics" / "eval.jsonl").exists()
+
+
+def test_dropout_prng_impl_reaches_the_step(tmp_path):
+    """PRNG_IMPL picks the dropout keys: same init, different masks, both train."""
+    one = trainer.PartitionConfig(num_devices=1)
+    runs = {impl: helpers.run(tmp_path / impl, steps=3, partition=one, prng_impl=impl,
+                              dropout_rate=0.3) for impl in ("threefry2x32", "rbg")}
+    curves = {impl: helpers.losses(tmp_path / impl) for impl in runs}
+    assert all(np.isfinite(c).all() and len(c) == 3 for c in curves.values())
+    assert curves["threefry2x32"] != curves["rbg"]
+    with pytest.raises(ValueError, match="PRNG_IMPL"):
+        helpers.run(tmp_path / "bad", steps=1, partition=one, prng_impl="no_such_prng")
