@@ -48,8 +48,20 @@ def create_mesh(data: int = -1, fsdp: int = 1, model: int = 1,
     if int(np.prod(sizes)) != len(devices):
         raise ValueError(f"mesh data={sizes[0]} x fsdp={sizes[1]} x model={sizes[2]} = "
                          f"{int(np.prod(sizes))} != {len(devices)} devices; use -1 for one axis")
+    from jax.experimental import mesh_utils
+    num_slices = len({getattr(d, "slice_index", None) for d in devices})
+    if num_slices > 1:
+        # Multi-slice (DCN between slices): the slices split the data axis, so the slow
+        # network carries only the once-per-step gradient reduction (MaxText's default
+        # dcn_data_parallelism); fsdp and model stay inside a slice on ICI.
+        if sizes[0] % num_slices:
+            raise ValueError(f"{num_slices} slices need the data axis ({sizes[0]}) to be a "
+                             f"multiple of {num_slices}: set MESH_DATA (e.g. "
+                             f"--gin.MESH_DATA={num_slices}) and MESH_FSDP/MESH_MODEL per slice")
+        ici = [sizes[0] // num_slices, sizes[1], sizes[2]]
+        grid = mesh_utils.create_hybrid_device_mesh(ici, [num_slices, 1, 1], devices)
+        return Mesh(grid, MESH_AXES)
     try:
-        from jax.experimental import mesh_utils
         grid = mesh_utils.create_device_mesh(sizes, devices)
     except (ValueError, NotImplementedError, AssertionError):
         grid = np.asarray(devices).reshape(sizes)

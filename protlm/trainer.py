@@ -27,6 +27,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from protlm import checkpoints, metrics as metrics_lib, optimizers, partitioning
+from protlm.aot import report as aot_report
 from protlm.models import get_model, losses
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,10 @@ class PartitionConfig:
     model: int = 1
     rules: str = "standard"     # protlm.partitioning.RULE_TABLES: standard | 2d | fsdp
     num_devices: int = 0        # use only the first N devices (0 = all)
+    devices: Optional[tuple] = None   # None = jax.devices(); TPU topology devices (--topology)
 
     def mesh(self):
-        devices = jax.devices()
+        devices = list(self.devices) if self.devices is not None else jax.devices()
         if self.num_devices:
             if self.num_devices > len(devices):
                 raise ValueError(f"num_devices={self.num_devices} but only {len(devices)} devices")
@@ -400,15 +402,22 @@ def dry_run(model, tx, schedule, batch_shapes: Mapping, mesh, rules, accum_steps
     with mesh, nn.logical_axis_rules(rules):
         lowered = fn.lower(abstract, abstract_batch, key)
     t1 = time.perf_counter()
-    compiled = lowered.compile()
-    t2 = time.perf_counter()
     report = {
         "mesh": dict(mesh.shape), "devices": int(mesh.size),
         "num_params": int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(abstract.params))),
         "params_bytes_per_device": _bytes_per_device(abstract.params),
         "opt_state_bytes_per_device": _bytes_per_device(abstract.opt_state),
-        "lower_seconds": t1 - t0, "compile_seconds": t2 - t1,
+        "lower_seconds": t1 - t0, "accum_steps": accum_steps,
+        "batch_shapes": {k: list(v.shape) for k, v in batch_shapes.items()},
+        "remat_policy": getattr(model.config, "remat_policy", None),
+        "scan_layers": getattr(model.config, "scan_layers", None),
     }
+    if aot_report.is_tpu_mesh(mesh):   # TPU compiler: HBM verdict and roofline bound
+        flops = next(iter(batch_shapes.values())).shape[0] * model.config.flops_per_example(
+            *_lengths(batch_shapes))
+        return aot_report.tpu_report(lowered, mesh, float(flops), report)
+    compiled = lowered.compile()
+    report["compile_seconds"] = time.perf_counter() - t1
     mem = compiled.memory_analysis()
     if mem is not None:
         for name in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
@@ -420,7 +429,8 @@ def dry_run(model, tx, schedule, batch_shapes: Mapping, mesh, rules, accum_steps
              "%.3f GiB, XLA temp %.3f GiB; lower %.1fs, compile %.1fs", report["mesh"],
              report["num_params"] / 1e9, report["params_bytes_per_device"] / gib,
              report["opt_state_bytes_per_device"] / gib,
-             report.get("compiled_temp_size_in_bytes", 0) / gib, t1 - t0, t2 - t1)
+             report.get("compiled_temp_size_in_bytes", 0) / gib, t1 - t0,
+             report["compile_seconds"])
     return report
 
 
