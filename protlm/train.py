@@ -155,21 +155,27 @@ def train(argv: list[str]) -> dict:
         _save_gin_config(gin)
     fn = gin.get_configurable(trainer.train)
     if args.topology:
-        from protlm.aot import topology
-        devices = topology.topology_devices(args.topology, args.num_slices)
-        try:            # the experiment's mesh sizes and rule table, on the slice's devices
-            partition = gin.get_configurable(trainer.PartitionConfig)()
-        except ValueError:   # not referenced by the gin files: the defaults
-            partition = trainer.PartitionConfig()
-        partition = dataclasses.replace(partition, devices=tuple(devices))
-        result = dict(fn(dry_run_only=True, partition=partition), topology=args.topology,
-                      num_slices=args.num_slices, rules=partition.rules)
+        result = _topology_dry_run(args, gin, fn)
     else:
         result = fn(dry_run_only=True) if args.dry_run else fn()
     logging.getLogger(__name__).info("gin config:\n%s", gin.operative_config_str())
     if args.dry_run_report:
         _write_json(args.dry_run_report, result)
     return result
+
+
+def _topology_dry_run(args: argparse.Namespace, gin, train_fn) -> dict:
+    """``--topology``: the experiment's mesh sizes and rule table on the slice's devices."""
+    from protlm import partitioning
+    from protlm.aot import topology
+    devices = topology.topology_devices(args.topology, args.num_slices)
+    try:
+        partition = gin.get_configurable(partitioning.PartitionConfig)()
+    except ValueError:   # not referenced by the gin files: the defaults
+        partition = partitioning.PartitionConfig()
+    partition = dataclasses.replace(partition, devices=tuple(devices))
+    return dict(train_fn(dry_run_only=True, partition=partition), topology=args.topology,
+                num_slices=args.num_slices, rules=partition.rules)
 
 
 def _write_json(path: str, report: dict) -> None:

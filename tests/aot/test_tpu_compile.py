@@ -4,14 +4,13 @@ Each case compiles a tiny program for a small slice (seconds); `make test` insta
 """
 import json
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from protlm import models, optimizers, partitioning, trainer
+from protlm import models, optimizers, partitioning, train_state, train_step
 from protlm.aot import counts, hlo
 from tests.trainer import subproc
 
@@ -46,19 +45,20 @@ def _train_step_counts(devices, scan: bool, remat: str):
     mesh = partitioning.create_mesh(data=2, model=2, devices=devices)
     rules = partitioning.get_logical_axis_rules("standard")
     tx = optimizers.adafactor(learning_rate=optimizers.constant_schedule(1e-3))
-    shapes = trainer.feature_shapes(cfg, {"inputs": 32, "targets": 32}, 8, pack=True)
-    abstract, shardings = trainer.state_shardings(model, tx, shapes, mesh, rules)
-    bsh = trainer.batch_sharding(mesh)
+    lengths = {"inputs": 32, "targets": 32}
+    shapes = models.get_family(cfg).batch_shapes(cfg, lengths, 8, pack=True)
+    abstract, shardings = train_state.state_shardings(model, tx, shapes, mesh, rules)
+    bsh = train_step.batch_sharding(mesh)
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bsh) for k, v in shapes.items()}
     key = jax.eval_shape(lambda: jax.random.key(0))
     key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=partitioning.replicated(mesh))
-    fn = trainer.compile_train_step(model, tx, optimizers.constant_schedule(1e-3), shardings,
-                                    mesh, rules)
-    with mesh, nn.logical_axis_rules(rules):
+    fn = train_step.compile_train_step(model, tx, optimizers.constant_schedule(1e-3), shardings,
+                                       mesh, rules)
+    with partitioning.activate(mesh, rules):
         compiled = fn.lower(abstract, batch, key).compile()
     xla_flops = compiled.cost_analysis()
     xla_flops = (xla_flops[0] if isinstance(xla_flops, (list, tuple)) else xla_flops)["flops"]
-    model_flops = 8 * cfg.flops_per_example(32, 32) / 4
+    model_flops = 8 * cfg.flops_per_example(lengths) / 4
     return _counts(compiled, 4), xla_flops, model_flops
 
 
