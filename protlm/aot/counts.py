@@ -9,7 +9,9 @@ counts a loop body once: 1.4e11 instead of 6.4e11 FLOPs for prot_t5_small on v4:
   the model FLOPs it is compared with (``flops_per_example``) are matmuls only.
 - HBM bytes: operands read + results written by every top-level instruction (fusions are the
   unit that touches HBM); slices of a fusion parameter count as the slice, in-place
-  dynamic-update-slice as the update. Layout tile padding is not counted.
+  dynamic-update-slice as the update. Each operand is read once and layout tile padding is not
+  counted: a lower bound on the traffic (XLA's TPU cost model, which also re-reads operands
+  across matmul tiles, counts about 1.8x more on an unrolled T5; tests/aot).
 - Collectives: the bytes each device sends per step for each kind (ring algorithms):
   all-gather ``in * (N-1)``, reduce-scatter ``in * (N-1)/N``, all-reduce ``2 in (N-1)/N``,
   all-to-all ``in (N-1)/N``, collective-permute ``in``; N = replica group size.
