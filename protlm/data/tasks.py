@@ -30,7 +30,7 @@ import seqio
 
 from protlm.data import preprocessors as prep
 from protlm.data import splits as splits_lib
-from protlm.data.sources import FastaDataSource, PatternLike, env_pattern
+from protlm.data.sources import PatternLike, ProteinDataSource, env_pattern
 from protlm.data.vocabularies import ProtBertVocabulary, ProtT5Vocabulary
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -108,8 +108,9 @@ def register_tasks(
             validation = validation_fasta_pattern if validation_fasta_pattern is not None else env_pattern(f"{var}_VALIDATION")
         else:
             train, validation = env_pattern(var), env_pattern(f"{var}_VALIDATION")
-        hint = f"Set ${var} to a FASTA glob (local or gs://), e.g. the train shards written by tools/shard_fasta.py."
-        source = FastaDataSource(train, validation, validation_fraction, missing_pattern_hint=hint)
+        hint = (f"Set ${var} to a FASTA glob or the shard directory written by tools/shard_fasta.py "
+                "(local or gs://).")
+        source = ProteinDataSource(train, validation, validation_fraction, missing_pattern_hint=hint)
         for objective, (features, fn) in objectives.items():
             _add(objective + suffix, source, features, fn, shuffle_buffer_size)
     return TASK_NAMES

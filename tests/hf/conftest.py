@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from protlm import models
-from protlm.data import tokens
+from protlm.data import arrays, tokens
 from protlm.data.fasta import read_fasta
 
 NUM_PROTEINS = 16
@@ -72,21 +72,10 @@ def eval_batch(config, seqs: list[str]) -> dict[str, np.ndarray]:
 
 
 def train_batch(config, seqs: list[str], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """A denoising (T5, 15 % residues -> sentinels, target = whole sequence) or MLM (BERT, 15 %
-    -> [MASK], loss on those) batch of `TRAIN_CROP`-residue crops."""
-    crops = [s[:TRAIN_CROP] for s in seqs[:TRAIN_BATCH]]
-    clean = pad(token_rows(family_of(config), crops), TRAIN_CROP + 2)  # one shape: one compile
-    valid = clean > 2 if family_of(config) == "t5" else clean > 4
-    chosen = valid & (rng.random(clean.shape) < 0.15)
-    if family_of(config) == "t5":
-        enc = np.where(chosen, tokens.prott5_sentinel_id(0), clean)
-        dec = np.zeros_like(clean)
-        dec[:, 1:] = clean[:, :-1]
-        return {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
-                "decoder_target_tokens": clean,
-                "decoder_loss_weights": (clean > 0).astype(np.int32)}
-    return {"encoder_input_tokens": np.where(chosen, tokens.PROTBERT_MASK_ID, clean),
-            "encoder_target_tokens": clean, "encoder_loss_weights": chosen.astype(np.int32)}
+    """A batch of the family's pretraining objective from the library (`protlm.data.arrays`):
+    T5 span denoising, BERT MLM 80/10/10, on random windows of about `TRAIN_CROP` residues."""
+    build = arrays.t5_batch if family_of(config) == "t5" else arrays.bert_batch
+    return build(seqs[:TRAIN_BATCH], TRAIN_CROP + 2, seed=int(rng.integers(2**31)))  # one shape: one compile
 
 
 def init_params(config, seed: int = 0) -> dict:
