@@ -13,6 +13,7 @@ onto any other mesh (the restore target carries the new shardings).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -30,6 +31,16 @@ CONFIG_FILE = "config.json"
 
 
 # ----------------------------------------------------------------------------- manager
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    """orbax checkpointing: every N steps and at the end, keep N, optional warm start."""
+
+    every_steps: int = 1000
+    keep: Optional[int] = 3
+    async_save: bool = True
+    init_from: Optional[str] = None   # a MODEL_DIR to take initial params from (import_hf output)
+
+
 def checkpoint_dir(model_dir: str | os.PathLike) -> pathlib.Path:
     """``MODEL_DIR/checkpoints`` as an absolute path (orbax requires absolute paths)."""
     return pathlib.Path(model_dir).expanduser().absolute() / CHECKPOINT_SUBDIR

@@ -1,4 +1,4 @@
-"""`python -m protlm.embed`: embed a FASTA file with a ProtT5 encoder or ProtBert into h5.
+"""`python -m protlm.embed`: embed a FASTA file with a protlm model's encoder into h5.
 
 Example:
   python -m protlm.embed --model runs/prot_t5_small --fasta proteins.fasta --output emb.h5 --per_residue
@@ -8,7 +8,8 @@ Example:
 (config.json with `model_type` + weights), imported in-process with protlm.hf.importer.
 
 Output (as the ProtTrans embedder writes it): one h5 dataset per sanitised FASTA id ('/' and '.' -> '_'),
-per-residue `[L, d]` (ProtT5: the `</s>` position dropped; ProtBert: [CLS]/[SEP] dropped) or per-protein
+per-residue `[L, d]` (the family's special tokens dropped, `Family.tokenize`: ProtT5's `</s>`,
+ProtBert's [CLS]/[SEP]) or per-protein
 `[d]` (mean over residues; specials and padding excluded). File attributes: model, layer, dtype,
 representation. With both --per_residue and --per_protein, OUT.h5 becomes OUT.per_residue.h5 and
 OUT.per_protein.h5. Runs resume: ids already in the output are skipped; work in progress lives in
@@ -57,10 +58,9 @@ from tqdm import tqdm
 
 from protlm import checkpoints, models
 from protlm.data.fasta import FastaFormatError, read_fasta
-from protlm.data.tokens import (PROTBERT_CLS_ID, PROTBERT_SEP_ID, PROTT5_EOS_ID, encode_protbert,
-                                encode_prott5)
 from protlm.downstream.features import sanitize_id
 from protlm.models import registry
+from protlm.models.family import Family
 
 log = logging.getLogger("protlm.embed")
 
@@ -96,26 +96,26 @@ class EmbedInputError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class LoadedModel:
-    """A model ready to embed: Model object, params (unscanned), config, family ("t5"|"bert")."""
+    """A model ready to embed: Model object, params (unscanned), config, its family, source."""
 
     model: object
     params: dict
     config: object
-    family: str
+    family: Family
     source: str
 
     @property
     def num_layers(self) -> int:
-        return self.config.num_encoder_layers if self.family == "t5" else self.config.num_layers
+        return self.config.num_layers
 
     @property
     def dim(self) -> int:
-        return self.config.emb_dim if self.family == "t5" else self.config.hidden_size
+        return self.config.hidden_size
 
     @property
     def max_tokens(self) -> int | None:
-        """Longest token sequence the model accepts (BERT: absolute positions); None = unbounded."""
-        return self.config.max_position_embeddings if self.family == "bert" else None
+        """Longest token sequence the model accepts (absolute positions); None = unbounded."""
+        return self.config.max_length
 
 
 def load_model(path: str | os.PathLike, dtype: str = "float32") -> LoadedModel:
@@ -152,10 +152,8 @@ def read_model_config(path: str | os.PathLike):
     raw = json.loads((pathlib.Path(path) / "config.json").read_text(encoding="utf-8"))
     if kind == "protlm":
         return models.config_from_dict(raw), kind
-    from protlm.hf import families  # pylint: disable=import-outside-toplevel
-
-    family = families.family_of_hf_config(raw, str(pathlib.Path(path) / "config.json"))
-    return family.from_hf_config(raw), kind
+    family = registry.family_for_hf_config(raw, str(pathlib.Path(path) / "config.json"))
+    return family.hf().from_hf_config(raw), kind
 
 
 def prepare_model(params: dict, config, dtype: str = "float32", source: str = "params") -> LoadedModel:
@@ -168,7 +166,8 @@ def prepare_model(params: dict, config, dtype: str = "float32", source: str = "p
     params = jax.tree_util.tree_map(
         lambda x: jnp.asarray(x, target) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating) else jnp.asarray(x),
         nn.unbox(params))
-    return LoadedModel(models.get_model(config), params, config, registry.family_of(config), source)
+    family = registry.get_family(config)
+    return LoadedModel(family.model(config), params, config, family, source)
 
 
 # ------------------------------------------------------------------------------------ input
@@ -201,16 +200,6 @@ def scan_fasta(fasta: str | os.PathLike) -> list[Entry]:
         seen[key] = entry
         entries.append(entry)
     return entries
-
-
-def tokenize(family: str, sequence: str) -> tuple[np.ndarray, int]:
-    """Token ids with the family's specials, and the offset of the first residue.
-
-    ProtT5: residues + `</s>` (offset 0). ProtBert: [CLS] + residues + [SEP] (offset 1).
-    """
-    if family == "t5":
-        return np.concatenate([encode_prott5(sequence), [PROTT5_EOS_ID]]).astype(np.int32), 0
-    return np.concatenate([[PROTBERT_CLS_ID], encode_protbert(sequence), [PROTBERT_SEP_ID]]).astype(np.int32), 1
 
 
 def bucket_for(n_tokens: int, max_tokens: int | None = None) -> int:
@@ -399,7 +388,7 @@ def embed_batches(loaded: LoadedModel, forward, records: list, max_tokens_per_ba
       specials and padding already removed.
     """
 
-    tokenized = [tokenize(loaded.family, r.sequence) for r in records]
+    tokenized = [loaded.family.tokenize(r.sequence) for r in records]
     for length, rows, idx in plan_batches([len(t) for t, _ in tokenized], max_tokens_per_batch, loaded.max_tokens):
         tokens = np.zeros((rows, length), np.int32)  # [B, L]
         mask = np.zeros((rows, length), bool)  # [B, L], True on residues
@@ -455,7 +444,7 @@ def embed_fasta(
     entries = scan_fasta(fasta)  # every input error surfaces here, before the model is even loaded
     loaded = loaded or load_model(model, dtype)
     dtype = str(loaded.config.dtype)  # a pre-loaded model brings its own
-    n_specials = 1 if loaded.family == "t5" else 2
+    n_specials = loaded.family.num_special_tokens()
     n_layers = loaded.num_layers
     if not -(n_layers + 1) <= layer <= n_layers:
         raise ValueError(f"--layer {layer} out of range: the model has {n_layers} layers, hidden states "
@@ -469,7 +458,8 @@ def embed_fasta(
                 raise EmbedInputError(
                     f"{fasta}:{e.line}: record {e.id!r} has {e.length} residues; this model accepts at most "
                     f"{loaded.max_tokens - n_specials}. Fix: split or crop the sequence")
-    attrs = {"model": os.path.normpath(str(model)), "layer": layer, "dtype": dtype, "family": loaded.family}
+    attrs = {"model": os.path.normpath(str(model)), "layer": layer, "dtype": dtype,
+             "family": loaded.family.name}
     paths = output_paths(output, per_residue, per_protein)
     outs = {k: H5Output(p, {**attrs, "representation": k}) for k, p in paths.items()}
     try:
@@ -477,7 +467,7 @@ def embed_fasta(
         todo = [e for e in entries if e.key not in done]
         total_res = sum(e.length for e in todo)
         log.info("%s: %d proteins, %d already embedded, %d to do (%d residues); model %s (%s, %s, d=%d)",
-                 fasta, len(entries), len(entries) - len(todo), len(todo), total_res, model, loaded.family,
+                 fasta, len(entries), len(entries) - len(todo), len(todo), total_res, model, loaded.family.name,
                  dtype, loaded.dim)
         forward = make_forward(loaded, layer, "per_residue" in outs, "per_protein" in outs,
                                blocked_attention_from)

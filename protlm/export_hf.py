@@ -6,8 +6,8 @@ Examples:
       --encoder_only --dtype float16
   python -m protlm.export_hf --checkpoint_dir runs/prot_bert --step 100000 --output_dir hf/prot_bert
 
-ProtT5 -> T5ForConditionalGeneration (T5EncoderModel with --encoder_only), ProtBert ->
-BertForMaskedLM, with config.json, model.safetensors (sharded above --max_shard_size) and tokenizer
+Each family writes its Hugging Face class (`--part`; ProtT5: T5ForConditionalGeneration, or
+T5EncoderModel with --encoder_only; ProtBert: BertForMaskedLM), with config.json, model.safetensors (sharded above --max_shard_size) and tokenizer
 files. See docs/huggingface.md.
 """
 from __future__ import annotations
@@ -24,7 +24,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint_dir", required=True, help="protlm MODEL_DIR (config.json + checkpoints/)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
     p.add_argument("--output_dir", required=True, help="HF directory to create")
-    p.add_argument("--encoder_only", action="store_true", help="ProtT5: write T5EncoderModel")
+    p.add_argument("--part", default=None,
+                   help="which model of the family to write (ProtT5: model | encoder); default: "
+                        "the family's pretraining model, or what the checkpoint holds")
+    p.add_argument("--encoder_only", action="store_true",
+                   help="shorthand for --part encoder (ProtT5: T5EncoderModel)")
     p.add_argument("--dtype", default="float32", choices=sorted(export.DTYPES))
     p.add_argument("--max_shard_size", default="5GB",
                    help="shard the safetensors above this size (e.g. 5GB, 500MB)")
@@ -35,9 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    part = "encoder" if args.encoder_only else args.part
     try:
         out = export.export_checkpoint(
-            args.checkpoint_dir, args.output_dir, step=args.step, encoder_only=args.encoder_only,
+            args.checkpoint_dir, args.output_dir, step=args.step, part=part,
             dtype=args.dtype, max_shard_bytes=safetensors_writer.parse_size(args.max_shard_size),
             overwrite=args.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError, TypeError) as e:

@@ -15,6 +15,7 @@ Typical use (trainer):
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -145,3 +146,25 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def data_sharding(mesh: Mesh) -> NamedSharding:
     """Batch arrays `[batch, ...]`: leading axis over `data` and `fsdp`."""
     return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitionConfig:
+    """Mesh sizes (``-1`` = the remaining devices) and the logical-axis rule table name."""
+
+    data: int = -1
+    fsdp: int = 1
+    model: int = 1
+    rules: str = "standard"     # RULE_TABLES: standard | 2d | fsdp
+    num_devices: int = 0        # use only the first N devices (0 = all)
+
+    def mesh(self):
+        devices = jax.devices()
+        if self.num_devices:
+            if self.num_devices > len(devices):
+                raise ValueError(f"num_devices={self.num_devices} but only {len(devices)} devices")
+            devices = devices[:self.num_devices]
+        return create_mesh(self.data, self.fsdp, self.model, devices=devices)
+
+    def logical_rules(self) -> tuple:
+        return get_logical_axis_rules(self.rules)

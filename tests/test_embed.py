@@ -262,7 +262,7 @@ def test_hf_directory_matches_transformers(tmp_path, t5, proteins):
     from protlm.hf import export
 
     cfg, _, params, _ = t5
-    hf_dir = export.export_params(params, cfg, tmp_path / "hf", encoder_only=True, progress=False)
+    hf_dir = export.export_params(params, cfg, tmp_path / "hf", part="encoder", progress=False)
     fasta = _fasta(tmp_path / "p.fasta", proteins[:3])
     assert embed.main(["--model", str(hf_dir), "--fasta", str(fasta), "--output", str(tmp_path / "hf.h5"),
                        "--no_progress"]) == 0

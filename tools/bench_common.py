@@ -264,26 +264,17 @@ def _config_from_dir(path: pathlib.Path, spec: str):
                          "nor a directory with config.json") from None
 
 
-def family(config) -> str:
-    from protlm.models import T5Config  # pylint: disable=import-outside-toplevel
-    return "t5" if isinstance(config, T5Config) else "bert"
+def family(config):
+    """The config's model family (`protlm.models.registry`)."""
+    from protlm.models import registry  # pylint: disable=import-outside-toplevel
+    return registry.get_family(config)
 
 
-def hf_config(config, encoder_only: bool = False):
-    """The transformers config object for a protlm config (built by `protlm.hf.config`)."""
-    import transformers  # pylint: disable=import-outside-toplevel
+def hf_config(config, part: str | None = None):
+    """The transformers config object of one part of a protlm config (`protlm.hf.spec`)."""
+    from protlm.hf import spec  # pylint: disable=import-outside-toplevel
 
-    from protlm.hf import config as hf_cfg  # pylint: disable=import-outside-toplevel
-
-    if family(config) == "t5":
-        d = hf_cfg.t5_to_hf(config, encoder_only=encoder_only)
-        cls = transformers.T5Config
-    else:
-        d = hf_cfg.bert_to_hf(config)
-        cls = transformers.BertConfig
-    d = {k: v for k, v in d.items() if k not in ("torch_dtype", "dtype", "transformers_version",
-                                                  "architectures")}
-    return cls(**d)
+    return spec.transformers_config(config, part)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -312,21 +303,14 @@ def pretraining_proteins(root: pathlib.Path, num: int, min_length: int) -> list[
     return [s for _, s in read_proteins(files, num, min_length)]
 
 
-def t5_batch(seqs: Sequence[str], length: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """ProtT5 span-denoising batch as numpy (`protlm.data.arrays.t5_batch`)."""
-    from protlm.data import arrays  # pylint: disable=import-outside-toplevel
-
-    return arrays.t5_batch(seqs, length, seed)
-
-
-def bert_batch(seqs: Sequence[str], length: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """ProtBert MLM batch as numpy (`protlm.data.arrays.bert_batch`)."""
-    from protlm.data import arrays  # pylint: disable=import-outside-toplevel
-
-    return arrays.bert_batch(seqs, length, seed)
+def objective_batch(config, seqs: Sequence[str], length: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """The family's pretraining objective on `seqs` as numpy (`Family.array_batch`), identical for
+    protlm and transformers."""
+    fam = family(config)
+    return fam.array_batch(seqs, fam.default_lengths(length), seed)
 
 
-def residues_in(batch: Mapping[str, np.ndarray]) -> int:
+def residues_in(config, batch: Mapping[str, np.ndarray]) -> int:
     """Non-padding target tokens of a batch (the real work, as opposed to padded tokens)."""
-    key = "decoder_target_tokens" if "decoder_target_tokens" in batch else "encoder_target_tokens"
+    key = family(config).model(config).target_key
     return int((batch[key] > 0).sum())

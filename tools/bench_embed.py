@@ -156,17 +156,17 @@ class ProtlmEmbedder:
 
     @staticmethod
     def _random_params(config, seed):
+        """Random params of the part `protlm.embed` runs (ProtT5: the encoder alone, as a
+        T5EncoderModel holds)."""
+        import flax.linen as nn  # pylint: disable=import-outside-toplevel
         import jax  # pylint: disable=import-outside-toplevel
-        import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
-        from protlm.models import get_model, t5  # pylint: disable=import-outside-toplevel
-
-        tokens = jnp.zeros((1, 8), jnp.int32)
-        if bc.family(config) == "t5":   # the encoder alone: a T5EncoderModel's parameters
-            init = lambda r: t5.T5EncoderOnly(config).init(r, tokens)["params"]  # noqa: E731
-        else:
-            init = lambda r: get_model(config).init(r, {"encoder_input_tokens": tokens})["params"]  # noqa: E731
-        return jax.jit(init)(jax.random.key(seed))
+        fam = bc.family(config)
+        spec = fam.hf()
+        batch = fam.batch_shapes(config, fam.default_lengths(8), 1, pack=False)
+        params = nn.unbox(jax.jit(lambda r: fam.model(config).init(r, batch)["params"])(
+            jax.random.key(seed)))
+        return dict(spec.select(params, spec.embed_part))
 
     def run(self, fasta: pathlib.Path, out_dir: pathlib.Path, tag: str) -> dict:
         stats = self.embed.embed_fasta(
@@ -179,7 +179,7 @@ class ProtlmEmbedder:
         return {"peak_device_bytes": bc.jax_peak_bytes()}
 
     def padding(self, records) -> dict:
-        n = [len(self.embed.tokenize(self.loaded.family, s)[0]) for _, s in records]
+        n = [len(self.loaded.family.tokenize(s)[0]) for _, s in records]
         st = self.embed.padding_stats(n, self.budget, self.loaded.max_tokens)
         return {"padded_tokens_per_token": st["padded_tokens_per_token"],
                 "attention_cells": st["attention_cells"], "compiled_shapes": st["shapes"]}
@@ -195,26 +195,22 @@ class TorchEmbedder:
 
         self.torch, self.args = torch, args
         self.device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-        self.t5 = bc.family(config) == "t5"
-        cls = transformers.T5EncoderModel if self.t5 else transformers.BertModel
+        self.family = bc.family(config)
+        spec = self.family.hf()
+        cls = getattr(transformers, spec.embed_class)
         torch_dtype = getattr(torch, dtype)
         if source == "huggingface":
             model = cls.from_pretrained(args.model, dtype=torch_dtype)
         else:
             torch.manual_seed(args.seed)
-            model = cls(bc.hf_config(config, encoder_only=True)).to(torch_dtype)
+            model = cls(bc.hf_config(config, spec.embed_part)).to(torch_dtype)
         self.model = model.to(self.device).eval()
         self.attn_implementation = getattr(self.model.config, "_attn_implementation", None)
 
-    def _ids(self, seq: str) -> list[int]:
-        from protlm.data import tokens as tok  # pylint: disable=import-outside-toplevel
-        if self.t5:
-            return list(tok.encode_prott5(seq)) + [tok.PROTT5_EOS_ID]
-        return [tok.PROTBERT_CLS_ID] + list(tok.encode_protbert(seq)) + [tok.PROTBERT_SEP_ID]
-
     def _forward(self, batch, results) -> None:
         torch = self.torch
-        ids = [self._ids(s) for _, s in batch]
+        tokenized = [self.family.tokenize(s) for _, s in batch]
+        ids = [list(t) for t, _ in tokenized]
         width = max(map(len, ids))
         input_ids = torch.zeros((len(ids), width), dtype=torch.long)
         for r, row in enumerate(ids):
@@ -223,8 +219,8 @@ class TorchEmbedder:
         mask = (input_ids != 0).long()
         with torch.no_grad():
             hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        off = 0 if self.t5 else 1
         for r, (pid, seq) in enumerate(batch):
+            off = tokenized[r][1]
             emb = hidden[r, off:off + len(seq)]
             results[pid] = emb.mean(dim=0).float().cpu().numpy()
 
@@ -263,7 +259,7 @@ class TorchEmbedder:
     def padding(self, records) -> dict:
         real = padded = cells = 0
         for batch in self.batches(records):
-            n = [len(self._ids(s)) for _, s in batch]
+            n = [len(self.family.tokenize(s)[0]) for _, s in batch]
             real, padded, cells = real + sum(n), padded + max(n) * len(n), cells + max(n) ** 2 * len(n)
         return {"padded_tokens_per_token": padded / real, "attention_cells": cells}
 
@@ -279,7 +275,7 @@ def measure(args) -> dict:
     records = proteins(args)
     sides = [args.only] if args.only else list(SIDES)
     out = {"benchmark": "embed", "model": args.model, "model_source": source,
-           "family": bc.family(config), "dtype": dtype, "proteins": len(records),
+           "family": bc.family(config).name, "dtype": dtype, "proteins": len(records),
            "residues": sum(len(s) for _, s in records),
            "max_length": max(len(s) for _, s in records), **bc.run_header()}
     with tempfile.TemporaryDirectory(prefix="bench_embed_") as tmp:
@@ -402,8 +398,8 @@ def attention_memory(args) -> dict:
 
     dtype = resolve_dtype(args.dtype)
     config, _ = load_config(args, dtype)
-    if bc.family(config) != "t5":
-        raise SystemExit("--attention_memory_length: T5 (relative bias) models only")
+    if not hasattr(config, "relative_attention_num_buckets"):
+        raise SystemExit("--attention_memory_length: models with a T5 relative position bias only")
     n, heads, hd = args.attention_memory_length, config.num_heads, config.head_dim
     buckets, dist = config.relative_attention_num_buckets, config.relative_attention_max_distance
     act = jnp.dtype(dtype)

@@ -4,7 +4,7 @@
       [--dtype float32|bfloat16] [--optimizer adamw|adafactor] [--only protlm|transformers]
       [--scan_layers] [--remat_policy none|full|minimal|...] [--isolate --rounds 2]
 
-protlm: `protlm.trainer.compile_train_step` (the trainer's own step: donated state, explicit
+protlm: `protlm.train_step.compile_train_step` (the trainer's own step: donated state, explicit
 shardings, gradient-norm clipping, finite check) on one device with `protlm.optimizers.adamw`
 (or `adafactor`). transformers: `T5ForConditionalGeneration` / `BertForMaskedLM` built from the
 same config (`protlm.hf.config`), `torch.optim.AdamW` (fused where available) with the same
@@ -77,17 +77,14 @@ def make_batch(config, args):
     """The benchmark batch (numpy), identical for both sides."""
     root = bc.data_root(args.data_root)
     seqs = bc.pretraining_proteins(root, args.batch, min_length=min(64, args.length))
-    build = bc.t5_batch if bc.family(config) == "t5" else bc.bert_batch
-    return build(seqs, args.length, seed=args.seed)
+    return bc.objective_batch(config, seqs, args.length, seed=args.seed)
 
 
 def tokens_and_flops(config, batch) -> tuple[int, float]:
     """(model tokens per step, training FLOPs per token) as the trainer counts them."""
-    b, length = batch["encoder_input_tokens"].shape
-    if bc.family(config) == "t5":
-        dec = batch["decoder_target_tokens"].shape[1]
-        return b * (length + dec), config.flops_per_token(length, dec)
-    return b * length, config.flops_per_token(length)
+    lengths = bc.family(config).feature_lengths(batch)
+    b = next(iter(batch.values())).shape[0]
+    return b * config.tokens_per_example(lengths), config.flops_per_token(lengths)
 
 
 # ------------------------------------------------------------------------------------ protlm
@@ -98,11 +95,11 @@ class ProtlmStep:
         import flax.linen as nn  # pylint: disable=import-outside-toplevel
         import jax  # pylint: disable=import-outside-toplevel
 
-        from protlm import optimizers, partitioning, trainer  # pylint: disable=import-outside-toplevel
-        from protlm.models import get_model  # pylint: disable=import-outside-toplevel
+        from protlm import optimizers, partitioning  # pylint: disable=import-outside-toplevel
+        from protlm import train_state, train_step  # pylint: disable=import-outside-toplevel
 
-        self._jax, self._trainer = jax, trainer
-        model = get_model(config)
+        self._jax, self._train_step = jax, train_step
+        model = bc.family(config).model(config)
         schedule = optimizers.constant_schedule(args.learning_rate)
         tx = (optimizers.adamw(schedule) if args.optimizer == "adamw"
               else optimizers.adafactor(schedule))
@@ -111,13 +108,13 @@ class ProtlmStep:
         self.batch_np, self.size = batch, batch["encoder_input_tokens"].shape[0]
         shapes = {k: jax.ShapeDtypeStruct(v.shape, jax.numpy.int32) for k, v in batch.items()}
         with self.mesh, nn.logical_axis_rules(self.rules):
-            _, shardings = trainer.state_shardings(model, tx, shapes, self.mesh, self.rules)
-            self.state = trainer.init_state(model, tx, shapes, shardings, self.mesh, self.rules,
+            _, shardings = train_state.state_shardings(model, tx, shapes, self.mesh, self.rules)
+            self.state = train_state.init_state(model, tx, shapes, shardings, self.mesh, self.rules,
                                             args.seed)
-            self.bsh = trainer.batch_sharding(self.mesh)
+            self.bsh = train_step.batch_sharding(self.mesh)
             self.rng = jax.device_put(jax.random.key(args.seed + 1, impl=args.prng_impl),
                                       partitioning.replicated(self.mesh))
-            step = trainer.compile_train_step(model, tx, schedule, shardings, self.mesh,
+            step = train_step.compile_train_step(model, tx, schedule, shardings, self.mesh,
                                               self.rules)
             t0 = time.perf_counter()
             self.compiled = step.lower(self.state, self._device_batch(), self.rng).compile()
@@ -125,7 +122,7 @@ class ProtlmStep:
         self.last_loss = math.nan
 
     def _device_batch(self):
-        return self._trainer.make_global_batch(self.batch_np, self.bsh, self.size)
+        return self._train_step.make_global_batch(self.batch_np, self.bsh, self.size)
 
     def __call__(self) -> None:
         self.state, m = self.compiled(self.state, self._device_batch(), self.rng)
@@ -156,10 +153,10 @@ class TorchStep:
         self.torch = torch
         self.device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
         torch.manual_seed(args.seed)
-        hf_cfg = bc.hf_config(config)
-        cls = (transformers.T5ForConditionalGeneration if bc.family(config) == "t5"
-               else transformers.BertForMaskedLM)
-        self.model = cls(hf_cfg).to(self.device).train()
+        spec = bc.family(config).hf()
+        cls = getattr(transformers, spec.classes[spec.default_part])
+        self.model = cls(bc.hf_config(config)).to(self.device).train()
+        self.torch_inputs = spec.torch_inputs
         self.attn_implementation = getattr(self.model.config, "_attn_implementation", None)
         decay = [p for p in self.model.parameters() if p.ndim >= 2]
         no_decay = [p for p in self.model.parameters() if p.ndim < 2]
@@ -183,22 +180,12 @@ class TorchStep:
             self.optimizer_impl = "transformers.optimization.Adafactor"
             self.clip = None
         self.bf16 = args.dtype == "bfloat16"
-        self.t5 = bc.family(config) == "t5"
         self.batch_np = batch
         self.last_loss = math.nan
 
     def _inputs(self) -> dict:
-        t = {k: self.torch.from_numpy(v).to(self.device, non_blocking=True)
-             for k, v in self.batch_np.items()}
-        enc = t["encoder_input_tokens"].long()
-        if self.t5:
-            labels = self.torch.where(t["decoder_loss_weights"] > 0,
-                                      t["decoder_target_tokens"].long(), -100)
-            return {"input_ids": enc, "attention_mask": (enc != 0).long(),
-                    "decoder_input_ids": t["decoder_input_tokens"].long(), "labels": labels}
-        labels = self.torch.where(t["encoder_loss_weights"] > 0,
-                                  t["encoder_target_tokens"].long(), -100)
-        return {"input_ids": enc, "attention_mask": (enc != 0).long(), "labels": labels}
+        return {k: self.torch.from_numpy(v).to(self.device, non_blocking=True)
+                for k, v in self.torch_inputs(self.batch_np).items()}
 
     def __call__(self) -> None:
         torch = self.torch
@@ -233,7 +220,7 @@ def side_report(name, runner, times, config, batch, peak_rss) -> dict:
     t = metrics.throughput(tokens, flops_per_token, step, 1, metrics.peak_flops_per_device(kind))
     out = {"step_seconds": step, "step_seconds_min": min(times), "steps_timed": len(times),
            "tokens_per_second": t["tokens_per_second"],
-           "residues_per_second": bc.residues_in(batch) / step,
+           "residues_per_second": bc.residues_in(config, batch) / step,
            "tflops_per_device": t["tflops_per_device"], "mfu": t["mfu"], "device_kind": kind,
            "peak_rss_bytes": peak_rss, "final_loss": runner.last_loss, **runner.memory()}
     if name == "protlm":
@@ -266,12 +253,12 @@ def measure(args) -> dict:
     peaks = rss.finish()
     tokens, fpt = tokens_and_flops(config, batch)
     record = {"benchmark": "train", "model": args.model, "model_source": source,
-              "family": bc.family(config), "batch": args.batch, "length": args.length,
+              "family": bc.family(config).name, "batch": args.batch, "length": args.length,
               "dtype": args.dtype, "optimizer": args.optimizer, "scan_layers": args.scan_layers,
               "remat_policy": args.remat_policy, "dropout_rate": config.dropout_rate,
               "prng_impl": args.prng_impl or "default",
               "num_params": config.num_params(), "tokens_per_step": tokens,
-              "flops_per_token": fpt, "residues_per_step": bc.residues_in(batch),
+              "flops_per_token": fpt, "residues_per_step": bc.residues_in(config, batch),
               **bc.run_header()}
     record.update(errors)
     for name in runners:

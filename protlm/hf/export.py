@@ -17,7 +17,8 @@ import ml_dtypes
 import numpy as np
 
 from protlm.hf import mapping, safetensors_writer
-from protlm.hf.families import family_of_config, param_shapes
+from protlm.hf.spec import HFSpec, param_shapes
+from protlm.models import registry
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,12 @@ def _unscanned_host_tree(params: Mapping) -> dict:
     return params
 
 
-def _is_encoder_only_tree(family_name: str, params: Mapping) -> bool:
-    return family_name == "t5" and "decoder" not in params
+def _spec(config) -> tuple[str, HFSpec]:
+    family = registry.get_family(config)
+    return family.name, family.hf()
 
 
-def hf_tensor_specs(config, params_shapes: Mapping, encoder_only: bool = False,
+def hf_tensor_specs(config, params_shapes: Mapping, part: str | None = None,
                     dtype: str = "float32") -> list[safetensors_writer.TensorSpec]:
     """The tensors an export writes: HF names, shapes and dtype, from param shapes alone.
 
@@ -49,22 +51,21 @@ def hf_tensor_specs(config, params_shapes: Mapping, encoder_only: bool = False,
       config: protlm model config.
       params_shapes: unscanned param tree whose leaves have `.shape` (arrays or
         `jax.ShapeDtypeStruct` from `jax.eval_shape`).
-      encoder_only: T5EncoderModel (ProtT5 only).
+      part: which model of the family (`HFSpec.classes`; default: the family's first).
       dtype: "float32", "float16" or "bfloat16".
     """
-    family = family_of_config(config)
-    rules = family.rules(config, encoder_only)
-    tree = dict(params_shapes)
-    if encoder_only:
-        tree = {k: v for k, v in tree.items() if k != "decoder"}
-    mapping.check_rules_cover(rules, set(mapping.flatten_paths(tree)), f"{family.name} export")
+    name, spec = _spec(config)
+    part = spec.check_part(part)
+    rules = spec.rules(config, part)
+    tree = dict(spec.select(params_shapes, part))
+    mapping.check_rules_cover(rules, set(mapping.flatten_paths(tree)), f"{name} export")
     return [safetensors_writer.TensorSpec(r.hf_key, r.hf_shape(mapping.get_path(tree, r.path).shape),
                                           _np_dtype(dtype)) for r in rules]
 
 
-def check_shapes(config, tree: Mapping, encoder_only: bool) -> None:
+def check_shapes(config, tree: Mapping, part: str | None = None) -> None:
     """Raises naming every param whose shape is not the one `config` gives it."""
-    expected = mapping.flatten_paths(param_shapes(config, encoder_only))
+    expected = mapping.flatten_paths(param_shapes(config, part))
     actual = mapping.flatten_paths(tree)
     wrong = [f"{'/'.join(p)} {tuple(np.shape(actual[p]))} != {tuple(s.shape)}"
              for p, s in expected.items()
@@ -113,19 +114,20 @@ def _replace_dir(tmp: pathlib.Path, output_dir: pathlib.Path, overwrite: bool) -
 
 
 def export_params(params: Mapping, config, output_dir: str | os.PathLike, *,
-                  encoder_only: bool = False, dtype: str = "float32",
+                  part: str | None = None, dtype: str = "float32",
                   max_shard_bytes: int = safetensors_writer.DEFAULT_MAX_SHARD_BYTES,
                   overwrite: bool = False, progress: bool = True) -> pathlib.Path:
     """Writes `params` as a transformers model directory.
 
-    ProtT5 -> `T5ForConditionalGeneration` (`T5EncoderModel` with `encoder_only`, or when the
-    params have no decoder), ProtBert -> `BertForMaskedLM`.
+    The transformers class is the family's part (`HFSpec.classes`): ProtT5 ->
+    `T5ForConditionalGeneration` (part "encoder": `T5EncoderModel`, also chosen when the params
+    have no decoder), ProtBert -> `BertForMaskedLM`.
 
     Args:
       params: the flax `params` collection (boxed or not, scanned or not, host or device).
       config: its protlm model config.
       output_dir: the directory to create.
-      encoder_only: write only the shared embedding and the encoder (ProtT5).
+      part: which model of the family to write (default: what the params hold).
       dtype: "float32", "float16" or "bfloat16" for the stored tensors.
       max_shard_bytes: shard into `model-0000i-of-0000n.safetensors` above this total size.
       overwrite: replace an existing `output_dir`.
@@ -134,20 +136,20 @@ def export_params(params: Mapping, config, output_dir: str | os.PathLike, *,
     Returns:
       `output_dir` as a Path.
     """
-    family = family_of_config(config)
+    name, spec = _spec(config)
     np_dtype = _np_dtype(dtype)
     tree = _unscanned_host_tree(params)
-    if not encoder_only and _is_encoder_only_tree(family.name, tree):
-        log.info("params have no decoder: exporting T5EncoderModel")
-        encoder_only = True
-    if family.name == "t5" and not encoder_only and not config.logits_via_embedding:
-        raise ValueError(
-            "logits_via_embedding=False (untied output projection): transformers 5 ties T5's "
-            "lm_head to shared.weight whatever tie_word_embeddings says, so the exported model "
-            "would compute different logits; export the encoder with --encoder_only")
-    check_shapes(config, tree, encoder_only)
-    specs = hf_tensor_specs(config, tree, encoder_only, dtype)
-    rules = family.rules(config, encoder_only)
+    held = spec.params_part(tree)
+    if part is None:
+        part = held
+        if part != spec.default_part:
+            log.info("params hold the %s part: exporting %s", part, spec.classes[part])
+    part = spec.check_part(part)
+    spec.check_export(config, part)
+    tree = dict(spec.select(tree, part))
+    check_shapes(config, tree, part)
+    specs = hf_tensor_specs(config, tree, part, dtype)
+    rules = spec.rules(config, part)
     output_dir = pathlib.Path(output_dir).expanduser().absolute()
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     if output_dir.exists() and not overwrite:
@@ -162,16 +164,16 @@ def export_params(params: Mapping, config, output_dir: str | os.PathLike, *,
             from tqdm import tqdm  # noqa: PLC0415
 
             bar = tqdm(total=sum(s.nbytes for s in specs), unit="B", unit_scale=True,
-                       desc=f"export {family.name} -> {output_dir.name}")
+                       desc=f"export {name} -> {output_dir.name}")
         files = safetensors_writer.write_safetensors(
             str(tmp), specs, _converter(rules, tree, np_dtype), max_shard_bytes,
             on_tensor=(lambda s: bar.update(s.nbytes)) if bar else None)
         if bar:
             bar.close()
         with open(tmp / "config.json", "w", encoding="utf-8") as f:
-            json.dump(family.to_hf_config(config, encoder_only, dtype), f, indent=2, sort_keys=True)
+            json.dump(spec.to_hf_config(config, part, dtype), f, indent=2, sort_keys=True)
             f.write("\n")
-        files += ["config.json"] + family.write_tokenizer(str(tmp), config)
+        files += ["config.json"] + spec.write_tokenizer(str(tmp), config)
         _replace_dir(tmp, output_dir, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

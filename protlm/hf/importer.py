@@ -1,4 +1,4 @@
-"""A Hugging Face ProtT5 / ProtBert directory -> protlm params + config (-> orbax checkpoint).
+"""A Hugging Face directory of a protlm family -> protlm params + config (-> orbax checkpoint).
 
 Reads the Rostlab layout (`config.json` + `pytorch_model.bin` or safetensors, sharded or not,
 float32 / float16 / bfloat16). Every tensor must map to a protlm param and every param must be
@@ -18,9 +18,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from protlm.hf import mapping
-from protlm.hf.config import is_t5_encoder_only
-from protlm.hf.families import Family, family_of_hf_config, param_shapes
+from protlm.hf.spec import HFSpec, param_shapes
 from protlm.hf.weights_reader import HFWeights
+from protlm.models import registry
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +37,13 @@ def read_hf_config(hf_dir: str | os.PathLike) -> dict:
         raise ValueError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
 
 
-def _check_keys(hf_dir, family: Family, config, encoder_only: bool, weights: HFWeights,
+def _check_keys(hf_dir, name: str, spec: HFSpec, config, part: str, weights: HFWeights,
                 rules: list[mapping.Rule]) -> dict[str, str]:
     """Validates the key set; returns `{canonical key: key to read}` for canonicals absent."""
     present = set(weights.keys())
     expected = {r.hf_key for r in rules}
-    aliases = family.tied_aliases(config, encoder_only)
-    dropped = sorted(present & set(family.dropped_keys))
+    aliases = spec.tied_aliases(config, part)
+    dropped = sorted(present & set(spec.dropped_keys))
     unknown = sorted(present - expected - set(aliases) - set(dropped))
     substitute = {}
     for canonical in sorted(expected - present):
@@ -53,17 +53,17 @@ def _check_keys(hf_dir, family: Family, config, encoder_only: bool, weights: HFW
     missing = sorted(expected - present - set(substitute))
     if unknown or missing:
         raise ValueError(
-            f"{hf_dir}: weights do not match a {family.name} "
-            f"{'encoder-only ' if encoder_only else ''}model of the config.json architecture.\n"
+            f"{hf_dir}: weights do not match a {name} {spec.classes[part]} of the config.json "
+            "architecture.\n"
             f"  unknown keys ({len(unknown)}): {unknown}\n  missing keys ({len(missing)}): {missing}")
     if dropped:
         log.warning("%s: dropping keys protlm has no place for: %s", hf_dir, dropped)
     return substitute
 
 
-def _check_ties(hf_dir, family: Family, config, encoder_only: bool, weights: HFWeights,
+def _check_ties(hf_dir, spec: HFSpec, config, part: str, weights: HFWeights,
                 substitute: Mapping[str, str]) -> None:
-    for alias, canonical in family.tied_aliases(config, encoder_only).items():
+    for alias, canonical in spec.tied_aliases(config, part).items():
         source = substitute.get(canonical, canonical)
         if alias in weights and alias != source and not np.array_equal(weights[alias],
                                                                        weights[source]):
@@ -81,31 +81,31 @@ def params_from_hf(hf_dir: str | os.PathLike, progress: bool = True,
       **config_overrides: protlm config fields to set (e.g. `dtype="float32"`).
 
     Returns:
-      (params, config); for an encoder-only T5 the params hold `token_embedder` + `encoder`.
+      (params, config); the params of the part the directory holds (an encoder-only T5:
+      `token_embedder` + `encoder`).
     """
     hf_dir = str(hf_dir)
     hf_cfg = read_hf_config(hf_dir)
-    family = family_of_hf_config(hf_cfg, os.path.join(hf_dir, "config.json"))
-    config = family.from_hf_config(hf_cfg, **config_overrides)
+    family = registry.family_for_hf_config(hf_cfg, os.path.join(hf_dir, "config.json"))
+    hf_spec, name = family.hf(), family.name
+    config = hf_spec.from_hf_config(hf_cfg, **config_overrides)
     weights = HFWeights(hf_dir)
-    encoder_only = family.name == "t5" and (
-        is_t5_encoder_only(hf_cfg) or not any(k.startswith("decoder.") for k in weights.keys()))
-    rules = family.rules(config, encoder_only)
-    shapes = param_shapes(config, encoder_only)
-    mapping.check_rules_cover(rules, set(mapping.flatten_paths(shapes)), f"{family.name} import")
-    substitute = _check_keys(hf_dir, family, config, encoder_only, weights, rules)
-    _check_ties(hf_dir, family, config, encoder_only, weights, substitute)
+    part = hf_spec.hf_part(hf_cfg, set(weights.keys()))
+    rules = hf_spec.rules(config, part)
+    shapes = param_shapes(config, part)
+    mapping.check_rules_cover(rules, set(mapping.flatten_paths(shapes)), f"{name} import")
+    substitute = _check_keys(hf_dir, name, hf_spec, config, part, weights, rules)
+    _check_ties(hf_dir, hf_spec, config, part, weights, substitute)
     params: dict = {}
     from tqdm import tqdm  # noqa: PLC0415
 
-    for rule in tqdm(rules, desc=f"import {family.name} <- {os.path.basename(hf_dir.rstrip('/'))}",
+    for rule in tqdm(rules, desc=f"import {name} <- {os.path.basename(hf_dir.rstrip('/'))}",
                      unit="tensor", disable=not progress):
         spec = mapping.get_path(shapes, rule.path)
         tensor = weights[substitute.get(rule.hf_key, rule.hf_key)]
         value = rule.from_hf(tensor, tuple(spec.shape)).astype(spec.dtype, copy=False)
         mapping.set_path(params, rule.path, value)
-    log.info("read %d tensors from %s (%s%s)", len(rules), hf_dir, family.name,
-             ", encoder only" if encoder_only else "")
+    log.info("read %d tensors from %s (%s %s)", len(rules), hf_dir, name, hf_spec.classes[part])
     return params, config
 
 

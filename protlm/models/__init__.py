@@ -1,10 +1,15 @@
-"""Model families (ProtT5, ProtBert), their Model classes and presets."""
+"""Model families (ProtT5, ProtBert, ...): configs, networks, Model classes, the registry."""
 from protlm.models.bert import BertConfig
-from protlm.models.model import EncoderDecoderModel, MaskedLMModel, get_model
-from protlm.models.registry import PRESETS, config_from_dict, config_to_dict, get_config
+from protlm.models.bert_family import BertFamily
+from protlm.models.family import Family, ModelConfig
+from protlm.models.model import BaseModel, MaskedLMModel
+from protlm.models.registry import (FAMILIES, PRESETS, config_from_dict, config_to_dict,
+                                    family_by_name, get_config, get_family, get_model)
 from protlm.models.t5 import T5Config
+from protlm.models.t5_family import EncoderDecoderModel, T5Family
 
 __all__ = [
-    "PRESETS", "BertConfig", "EncoderDecoderModel", "MaskedLMModel", "T5Config",
-    "config_from_dict", "config_to_dict", "get_config", "get_model",
+    "FAMILIES", "PRESETS", "BaseModel", "BertConfig", "BertFamily", "EncoderDecoderModel",
+    "Family", "MaskedLMModel", "ModelConfig", "T5Config", "T5Family", "config_from_dict",
+    "config_to_dict", "family_by_name", "get_config", "get_family", "get_model",
 ]

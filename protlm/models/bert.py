@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -20,11 +21,15 @@ from protlm.layers.embeddings import Embed
 from protlm.layers.mlp import MlpBlock, get_activation
 from protlm.layers.norms import LayerNorm
 from protlm.layers.repeat import check_remat_policy, repeat_layer
+from protlm.models.family import FeatureLengths, ModelConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class BertConfig:
-    """BERT hyperparameters (HF `BertConfig` names where they exist)."""
+class BertConfig(ModelConfig):
+    """BERT hyperparameters (HF `BertConfig` names where they exist); feature lengths
+    `{"inputs": length}`."""
+
+    family_name: ClassVar[str] = "bert"
 
     vocab_size: int = 30
     hidden_size: int = 1024
@@ -62,6 +67,10 @@ class BertConfig:
     def activation_dtype(self):
         return jnp.dtype(self.dtype)
 
+    @property
+    def max_length(self) -> int:
+        return self.max_position_embeddings
+
     def _layer_matmul_params(self) -> int:
         d, f = self.hidden_size, self.intermediate_size
         return 4 * d * d + 2 * d * f
@@ -74,16 +83,21 @@ class BertConfig:
         head = d * d + d + 2 * d + v
         return embeddings + self.num_layers * layer + head
 
-    def flops_per_token(self, length: int) -> float:
-        """Training FLOPs per token at sequence `length`: 6 x matmul params (layers, transform,
-        tied decoder) + 12 x layers x length x hidden (bidirectional attention)."""
-        d = self.hidden_size
-        matmul = self.num_layers * self._layer_matmul_params() + d * d + self.vocab_size * d
-        return float(6 * matmul + 12 * self.num_layers * length * d)
+    def param_counts(self) -> dict[str, int]:
+        pooler = self.hidden_size * self.hidden_size + self.hidden_size
+        head = self.hidden_size * self.hidden_size + 3 * self.hidden_size + self.vocab_size
+        return {"BertForMaskedLM": self.num_params(),
+                "BertModel": self.num_params() - head + pooler}
 
-    def flops_per_example(self, length: int) -> float:
-        """Training FLOPs of one example of `length` tokens."""
-        return self.flops_per_token(length) * length
+    def tokens_per_example(self, lengths: FeatureLengths) -> int:
+        return int(lengths["inputs"])
+
+    def flops_per_example(self, lengths: FeatureLengths) -> float:
+        """Training FLOPs of one example of `lengths["inputs"]` tokens: per token 6 x matmul params
+        (layers, transform, tied decoder) + 12 x layers x length x hidden (bidirectional attention)."""
+        length, d = int(lengths["inputs"]), self.hidden_size
+        matmul = self.num_layers * self._layer_matmul_params() + d * d + self.vocab_size * d
+        return float(length * (6 * matmul + 12 * self.num_layers * length * d))
 
 
 def _zero_row_0(init):

@@ -1,16 +1,48 @@
-"""Preset names -> configs, and config (de)serialisation for `config.json` beside checkpoints."""
+"""The one registry of model families, presets, and config (de)serialisation for `config.json`.
+
+Adding a family is one line in `FAMILIES` (see docs/ARCHITECTURE.md, "How to add a family").
+Everything else asks this module: `get_family(config)`, `get_model(config)`, `get_config(preset)`.
+"""
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
-from protlm.models import bert, t5
+from protlm.models import bert_family, t5_family
+from protlm.models.family import Family
 
-FAMILIES: dict[str, type] = {"t5": t5.T5Config, "bert": bert.BertConfig}
-PRESETS: dict[str, tuple[str, dict]] = {
-    **{name: ("t5", kw) for name, kw in t5.PRESETS.items()},
-    **{name: ("bert", kw) for name, kw in bert.PRESETS.items()},
-}
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    t5_family.FAMILY,
+    bert_family.FAMILY,
+)}
+
+PRESETS: dict[str, str] = {}   # preset name -> family name
+for _family in FAMILIES.values():
+    for _preset in _family.presets:
+        if _preset in PRESETS:
+            raise ValueError(f"preset {_preset!r} defined by families {PRESETS[_preset]!r} and "
+                             f"{_family.name!r}")
+        PRESETS[_preset] = _family.name
+
+
+def family_by_name(name: str) -> Family:
+    """The family registered as `name` ("t5", "bert", ...)."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; known: {sorted(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def get_family(config) -> Family:
+    """The family of a config dataclass (its `family_name`)."""
+    name = getattr(type(config), "family_name", None)
+    if name is None:
+        raise TypeError(f"not a protlm model config: {type(config).__name__}")
+    return family_by_name(name)
+
+
+def get_model(config):
+    """The Model object (loss, eval, score, predict, encode) of a config."""
+    return get_family(config).model(config)
 
 
 def get_config(name: str, **overrides: Any):
@@ -20,38 +52,44 @@ def get_config(name: str, **overrides: Any):
     """
     if name not in PRESETS:
         raise ValueError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
-    family, kwargs = PRESETS[name]
-    cls = FAMILIES[family]
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-        raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
-    return cls(**{**kwargs, **overrides})
+    family = FAMILIES[PRESETS[name]]
+    return family.config(**{**family.presets[name], **overrides})
 
 
-def family_of(config) -> str:
-    for family, cls in FAMILIES.items():
-        if isinstance(config, cls):
-            return family
-    raise TypeError(f"not a model config: {type(config).__name__}")
+def family_for_hf_config(hf_config: Mapping, where: str = "config.json") -> Family:
+    """The family whose Hugging Face conversion reads this config.json: by `model_type`, else (a
+    config without one, as some Rostlab files are) the one family whose spec `recognizes` it."""
+    model_type = hf_config.get("model_type")
+    specs = {name: f.hf() for name, f in FAMILIES.items()}
+    if model_type is not None:
+        for name, spec in specs.items():
+            if model_type in spec.model_types:
+                return FAMILIES[name]
+        known = sorted(t for spec in specs.values() for t in spec.model_types)
+        raise ValueError(f"{where}: model_type {model_type!r} is not supported; protlm imports "
+                         f"{known}")
+    matches = [n for n, spec in specs.items() if spec.recognizes is not None
+               and spec.recognizes(hf_config)]
+    if len(matches) != 1:
+        raise ValueError(f"{where}: no model_type, and the fields identify "
+                         f"{'no' if not matches else 'several'} protlm families {matches}; add "
+                         "\"model_type\" to the config.json")
+    return FAMILIES[matches[0]]
 
 
 def config_to_dict(config) -> dict:
-    """`{"family": "t5"|"bert", "config": {field: value}}` (JSON-serialisable)."""
+    """`{"family": name, "config": {field: value}}` (JSON-serialisable)."""
+    import dataclasses  # noqa: PLC0415
+
     fields = dataclasses.asdict(config)
     fields = {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
-    return {"family": family_of(config), "config": fields}
+    return {"family": get_family(config).name, "config": fields}
 
 
-def config_from_dict(d: dict):
-    """Inverse of `config_to_dict`; unknown fields raise naming them."""
-    if not isinstance(d, dict) or "family" not in d or "config" not in d:
+def config_from_dict(d: Mapping):
+    """Inverse of `config_to_dict`; unknown families or fields raise naming them."""
+    if not isinstance(d, Mapping) or "family" not in d or "config" not in d:
         raise ValueError(f"expected {{'family': ..., 'config': {{...}}}}, got {d!r:.200}")
-    if d["family"] not in FAMILIES:
-        raise ValueError(f"unknown model family {d['family']!r}; known: {sorted(FAMILIES)}")
-    cls = FAMILIES[d["family"]]
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d["config"]) - names
-    if unknown:
-        raise ValueError(f"{cls.__name__} has no fields {sorted(unknown)}")
+    family = family_by_name(d["family"])
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d["config"].items()}
-    return cls(**kwargs)
+    return family.config(**kwargs)

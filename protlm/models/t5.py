@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -23,11 +24,18 @@ from protlm.layers.mlp import MlpBlock, get_activation
 from protlm.layers.norms import RMSNorm
 from protlm.layers.relative_position import RelativePositionBiases
 from protlm.layers.repeat import check_remat_policy, repeat_layer
+from protlm.models.family import FeatureLengths, ModelConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class T5Config:
-    """T5 hyperparameters (names follow t5x; HF equivalents in comments)."""
+class T5Config(ModelConfig):
+    """T5 hyperparameters (names follow t5x; HF equivalents in comments).
+
+    Common names (`ModelConfig`): `hidden_size` = `emb_dim`, `num_layers` = `num_encoder_layers`
+    (the stack `protlm.embed` reads); feature lengths `{"inputs": encoder, "targets": decoder}`.
+    """
+
+    family_name: ClassVar[str] = "t5"
 
     vocab_size: int = 128            # vocab_size (ProtT5: 3 specials + 25 residues + 100 sentinels)
     emb_dim: int = 1024              # d_model
@@ -71,6 +79,14 @@ class T5Config:
     def activation_dtype(self):
         return jnp.dtype(self.dtype)
 
+    @property
+    def hidden_size(self) -> int:
+        return self.emb_dim
+
+    @property
+    def num_layers(self) -> int:
+        return self.num_encoder_layers
+
     # ---- parameter counts (exact; tests compare them with jax.eval_shape and transformers) ----
     def _attention_params(self) -> int:
         return 4 * self.emb_dim * self.num_heads * self.head_dim
@@ -96,14 +112,28 @@ class T5Config:
             decoder += d * self.vocab_size
         return self.num_encoder_params() + decoder
 
-    def flops_per_example(self, enc_len: int, dec_len: int) -> int:
-        """Training FLOPs (forward + backward = 3 x forward) of one (enc_len, dec_len) example.
+    def param_counts(self) -> dict[str, int]:
+        return {"T5ForConditionalGeneration": self.num_params(),
+                "T5EncoderModel": self.num_encoder_params()}
+
+    @staticmethod
+    def _lengths(lengths: FeatureLengths) -> tuple[int, int]:
+        enc = int(lengths["inputs"])
+        return enc, int(lengths.get("targets", enc))
+
+    def tokens_per_example(self, lengths: FeatureLengths) -> int:
+        """Encoder plus decoder tokens."""
+        return sum(self._lengths(lengths))
+
+    def flops_per_example(self, lengths: FeatureLengths) -> float:
+        """Training FLOPs (forward + backward = 3 x forward) of one (inputs, targets) example.
 
         6 x matmul params per token plus attention scores and values: bidirectional encoder
         self-attention 12 x layers x S x heads x head_dim per encoder token, causal decoder
         self-attention half of that over T, cross-attention 12 x layers x S x heads x head_dim per
         decoder token. Embedding lookups are not matmuls; the tied logits matmul is.
         """
+        enc_len, dec_len = self._lengths(lengths)
         d, hd = self.emb_dim, self.num_heads * self.head_dim
         enc_matmul = self.num_encoder_layers * (self._attention_params() + self._mlp_params())
         cross_kv = self.num_decoder_layers * 2 * d * hd          # runs on encoder tokens
@@ -112,11 +142,7 @@ class T5Config:
         enc = enc_len * (6 * (enc_matmul + cross_kv) + 12 * self.num_encoder_layers * enc_len * hd)
         dec = dec_len * (6 * dec_matmul + 6 * self.num_decoder_layers * dec_len * hd
                          + 12 * self.num_decoder_layers * enc_len * hd)
-        return int(enc + dec)
-
-    def flops_per_token(self, enc_len: int, dec_len: int) -> float:
-        """Training FLOPs per token, tokens counted on both sides: example / (enc_len + dec_len)."""
-        return self.flops_per_example(enc_len, dec_len) / (enc_len + dec_len)
+        return float(enc + dec)
 
 
 def _attention(cfg: T5Config, name: str, decode: bool = False) -> MultiHeadAttention:

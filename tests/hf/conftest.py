@@ -8,7 +8,6 @@ import optax
 import pytest
 
 from protlm import models
-from protlm.data import arrays, tokens
 from protlm.data.fasta import read_fasta
 
 NUM_PROTEINS = 16
@@ -40,12 +39,11 @@ def proteins(pretraining_fasta) -> list[str]:
     return pick_proteins(pretraining_fasta)
 
 
-def token_rows(family: str, seqs: list[str]) -> list[list[int]]:
-    """protlm's ids as the HF tokenizers produce them: T5 `seq </s>`, BERT `[CLS] seq [SEP]`."""
-    if family == "t5":
-        return [list(tokens.encode_prott5(s)) + [tokens.PROTT5_EOS_ID] for s in seqs]
-    return [[tokens.PROTBERT_CLS_ID] + list(tokens.encode_protbert(s)) + [tokens.PROTBERT_SEP_ID]
-            for s in seqs]
+def token_rows(config, seqs: list[str]) -> list[list[int]]:
+    """protlm's ids as the HF tokenizers produce them (`Family.tokenize`: T5 `seq </s>`, BERT
+    `[CLS] seq [SEP]`)."""
+    family = models.get_family(config)
+    return [list(family.tokenize(s)[0]) for s in seqs]
 
 
 def pad(rows: list[list[int]], length: int | None = None) -> np.ndarray:
@@ -57,13 +55,9 @@ def pad(rows: list[list[int]], length: int | None = None) -> np.ndarray:
     return out
 
 
-def family_of(config) -> str:
-    return "t5" if isinstance(config, models.T5Config) else "bert"
-
-
 def eval_batch(config, seqs: list[str]) -> dict[str, np.ndarray]:
     """Padded batch of whole proteins; T5 decodes its own input (shifted right)."""
-    enc = pad(token_rows(family_of(config), seqs))
+    enc = pad(token_rows(config, seqs))
     dec = np.zeros_like(enc)
     dec[:, 1:] = enc[:, :-1]
     return {"encoder_input_tokens": enc, "decoder_input_tokens": dec,
@@ -72,18 +66,19 @@ def eval_batch(config, seqs: list[str]) -> dict[str, np.ndarray]:
 
 
 def train_batch(config, seqs: list[str], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """A batch of the family's pretraining objective from the library (`protlm.data.arrays`):
-    T5 span denoising, BERT MLM 80/10/10, on random windows of about `TRAIN_CROP` residues."""
-    build = arrays.t5_batch if family_of(config) == "t5" else arrays.bert_batch
-    return build(seqs[:TRAIN_BATCH], TRAIN_CROP + 2, seed=int(rng.integers(2**31)))  # one shape: one compile
+    """The family's pretraining objective (the library's `Family.array_batch`: ProtT5 span
+    denoising, ProtBert MLM) on `TRAIN_CROP`-residue crops."""
+    family = models.get_family(config)
+    crops = [s[:TRAIN_CROP] for s in seqs[:TRAIN_BATCH]]
+    lengths = family.default_lengths(TRAIN_CROP + family.num_special_tokens())  # one shape
+    return family.array_batch(crops, lengths, seed=int(rng.integers(2**31)))
 
 
 def init_params(config, seed: int = 0) -> dict:
     """Unboxed random params of `config`."""
-    model = models.get_model(config)
-    shapes = {k: jax.ShapeDtypeStruct((2, 8), np.int32)
-              for k in ("encoder_input_tokens", "decoder_input_tokens")}
-    return nn.unbox(model.init(jax.random.PRNGKey(seed), shapes)["params"])
+    family = models.get_family(config)
+    shapes = family.batch_shapes(config, family.default_lengths(8), 2, pack=False)
+    return nn.unbox(family.model(config).init(jax.random.PRNGKey(seed), shapes)["params"])
 
 
 def train(config, params: dict, seqs: list[str], steps: int = TRAIN_STEPS) -> dict:

@@ -145,7 +145,7 @@ def test_docs_snippet_runs_on_an_export(t5_run, tmp_path, monkeypatch):
     pytest.importorskip("transformers")
     _, params, config = t5_run
     export.export_params(params, config, tmp_path / "hf" / "prot_t5_xl_half_enc",
-                         encoder_only=True, dtype="float16", progress=False)
+                         part="encoder", dtype="float16", progress=False)
     doc = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "huggingface.md").read_text()
     code = re.search(r"### Using an exported ProtT5 encoder.*?```python\n(.*?)```", doc, re.S).group(1)
     monkeypatch.chdir(tmp_path)

@@ -16,7 +16,7 @@ from protlm import models
 from protlm.hf import export, importer
 from protlm.hf.tokenizers import hf_input_text
 
-from .conftest import eval_batch, family_of, init_params, train
+from .conftest import eval_batch, init_params, train
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -37,28 +37,23 @@ def _params(name: str, trained: bool, seqs: tuple[str, ...]):
 
 def _hf_run(out_dir, config, seqs):
     """(tokenizer ids, attention mask, encoder last hidden, logits) from transformers."""
-    if family_of(config) == "t5":
-        tok = transformers.AutoTokenizer.from_pretrained(out_dir)
-        model, info = transformers.T5ForConditionalGeneration.from_pretrained(
-            out_dir, dtype=torch.float32, output_loading_info=True)
-    else:
-        tok = transformers.AutoTokenizer.from_pretrained(out_dir)
-        model, info = transformers.BertForMaskedLM.from_pretrained(
-            out_dir, dtype=torch.float32, output_loading_info=True)
+    spec = models.get_family(config).hf()
+    tok = transformers.AutoTokenizer.from_pretrained(out_dir)
+    model, info = getattr(transformers, spec.classes[spec.default_part]).from_pretrained(
+        out_dir, dtype=torch.float32, output_loading_info=True)
     assert not any(info.values()), f"transformers loading report: {info}"
     model.eval()
     enc = tok([hf_input_text(s) for s in seqs], padding=True, return_tensors="pt")
+    inputs = spec.torch_inputs(eval_batch(config, seqs))
+    inputs.pop("labels")
+    inputs.update(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
     with torch.no_grad():
-        if family_of(config) == "t5":
-            dec = torch.zeros_like(enc.input_ids)
-            dec[:, 1:] = enc.input_ids[:, :-1]
-            out = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
-                        decoder_input_ids=dec)
-            hidden = out.encoder_last_hidden_state
-        else:
-            out = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask,
-                        output_hidden_states=True)
-            hidden = out.hidden_states[-1]
+        out = model(**{k: torch.as_tensor(v) for k, v in inputs.items()},
+                    output_hidden_states=True)
+    # encoder-decoder outputs carry the encoder's last layer, encoder-only ones all layers
+    hidden = getattr(out, "encoder_last_hidden_state", None)
+    if hidden is None:
+        hidden = out.hidden_states[-1]
     return (enc.input_ids.numpy(), enc.attention_mask.numpy().astype(bool), hidden.numpy(),
             out.logits.numpy())
 

@@ -80,8 +80,9 @@ def test_encode_and_flops(tiny, np_rng):
     out = jax.jit(model.encode)(p, bert_batch(np_rng)["encoder_input_tokens"])
     assert out.shape == (2, 10, cfg.hidden_size) and out.dtype == jnp.float32
     big = M.get_config("prot_bert")
-    assert big.flops_per_token(512) > 6 * (big.num_params() - 40000 * 1024)
-    assert big.flops_per_example(512) == big.flops_per_token(512) * 512
+    lengths = {"inputs": 512}
+    assert big.flops_per_token(lengths) > 6 * (big.num_params() - 40000 * 1024)
+    assert big.flops_per_example(lengths) == big.flops_per_token(lengths) * 512
     with pytest.raises(ValueError, match="max_position_embeddings"):
         model.logits(p, bert_batch(np_rng, length=600))
 

@@ -7,13 +7,12 @@ import torch
 import transformers
 
 import protlm.models as M
+from protlm.hf import spec as hf_spec
 from protlm.models import t5
 
 # transformers 5.x, meta device (see PROTTRANS_FACTS.md section 1).
 EXPECTED = {"prot_t5_xl": 2_818_830_336, "prot_t5_xxl": 11_274_553_344, "prot_bert": 419_933_214}
 EXPECTED_ENCODER = {"prot_t5_xl": 1_208_141_824, "prot_t5_xxl": 4_832_023_552}
-SHAPES = {"encoder_input_tokens": jax.ShapeDtypeStruct((1, 8), np.int32),
-          "decoder_input_tokens": jax.ShapeDtypeStruct((1, 8), np.int32)}
 
 
 def count(tree) -> int:
@@ -21,28 +20,17 @@ def count(tree) -> int:
 
 
 def abstract_params(config):
-    model = M.get_model(config)
-    return jax.eval_shape(model.init, jax.random.PRNGKey(0), SHAPES)["params"]
+    family = M.get_family(config)
+    shapes = family.batch_shapes(config, family.default_lengths(8), 1, pack=False)
+    return jax.eval_shape(family.model(config).init, jax.random.PRNGKey(0), shapes)["params"]
 
 
-def hf_count(name: str, encoder_only: bool = False) -> int:
+def hf_count(name: str, part: str = "model") -> int:
+    """Parameters of the exported part's transformers class built on the meta device."""
     cfg = M.get_config(name)
+    cls = getattr(transformers, M.get_family(cfg).hf().classes[part])
     with torch.device("meta"):
-        if isinstance(cfg, M.T5Config):
-            hf_cfg = transformers.T5Config(
-                vocab_size=cfg.vocab_size, d_model=cfg.emb_dim, d_kv=cfg.head_dim, d_ff=cfg.mlp_dim,
-                num_layers=cfg.num_encoder_layers, num_decoder_layers=cfg.num_decoder_layers,
-                num_heads=cfg.num_heads, feed_forward_proj="relu", tie_word_embeddings=True)
-            cls = (transformers.T5EncoderModel if encoder_only
-                   else transformers.T5ForConditionalGeneration)
-            model = cls(hf_cfg)
-        else:
-            hf_cfg = transformers.BertConfig(
-                vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
-                num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-                intermediate_size=cfg.intermediate_size,
-                max_position_embeddings=cfg.max_position_embeddings)
-            model = transformers.BertForMaskedLM(hf_cfg)
+        model = cls(hf_spec.transformers_config(cfg, part))
     # Tied weights are one Parameter: count unique storage once.
     return sum(p.numel() for p in model.parameters())
 
@@ -58,7 +46,7 @@ def test_counts_match_expected_and_formula(name):
 def test_encoder_only_counts(name):
     cfg = M.get_config(name, scan_layers=True)
     abstract = jax.eval_shape(
-        t5.T5EncoderOnly(cfg).init, jax.random.PRNGKey(0), SHAPES["encoder_input_tokens"])
+        t5.T5EncoderOnly(cfg).init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 8), np.int32))
     assert count(abstract["params"]) == EXPECTED_ENCODER[name] == cfg.num_encoder_params()
 
 
@@ -66,7 +54,17 @@ def test_encoder_only_counts(name):
 def test_counts_match_transformers_meta(name):
     assert hf_count(name) == EXPECTED[name]
     if name in EXPECTED_ENCODER:
-        assert hf_count(name, encoder_only=True) == EXPECTED_ENCODER[name]
+        assert hf_count(name, "encoder") == EXPECTED_ENCODER[name]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_param_counts_name_the_transformers_classes(name):
+    """`config.param_counts()` keys are transformers classes with exactly that many parameters."""
+    cfg = M.get_config(name)
+    for cls_name, n in cfg.param_counts().items():
+        with torch.device("meta"):
+            model = getattr(transformers, cls_name)(hf_spec.transformers_config(cfg))
+        assert sum(p.numel() for p in model.parameters()) == n, cls_name
 
 
 @pytest.mark.parametrize("name", sorted(M.PRESETS))

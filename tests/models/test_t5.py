@@ -165,12 +165,12 @@ def test_dropout_is_used_when_rng_given(tiny, np_rng):
 def test_flops_per_token_formula():
     cfg = M.get_config("prot_t5_xl")
     s = t = 512
-    fl = cfg.flops_per_example(s, t)
+    fl = cfg.flops_per_example({"inputs": s, "targets": t})
     # At least 6 x (all params except the embedding table) per token on each side.
     assert fl > 6 * (cfg.num_params() - cfg.vocab_size * cfg.emb_dim) * s
-    assert cfg.flops_per_token(s, t) == pytest.approx(fl / (s + t))
+    assert cfg.flops_per_token({"inputs": s, "targets": t}) == pytest.approx(fl / (s + t))
     # Attention terms grow quadratically with length.
-    assert cfg.flops_per_example(2 * s, 2 * t) > 2 * fl
+    assert cfg.flops_per_example({"inputs": 2 * s, "targets": 2 * t}) > 2 * fl
 
 
 @pytest.mark.parametrize("scan", [False, True])

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 
+from protlm import models
 from protlm.data import tokens as tok
 
 TOOLS = pathlib.Path(__file__).resolve().parents[2] / "tools"
@@ -32,7 +33,7 @@ SEQS = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", "ACDEFGHIKLMNPQRSTVWYUXBZO" * 3, "M
 
 
 def test_t5_batch_is_span_denoising_with_full_targets():
-    b = bc.t5_batch(SEQS, 40, seed=1)
+    b = bc.objective_batch(models.get_config("prot_t5_tiny"), SEQS, 40, seed=1)
     assert all(v.shape == (3, 40) and v.dtype == np.int32 for v in b.values())
     for i, s in enumerate(SEQS):
         n = min(len(s), 39) + 1
@@ -48,14 +49,15 @@ def test_t5_batch_is_span_denoising_with_full_targets():
 
 
 def test_bert_batch_selects_and_masks():
-    b = bc.bert_batch(["L" * 2000] * 4, 512, seed=0)
+    bert = models.get_config("prot_bert_tiny")
+    b = bc.objective_batch(bert, ["L" * 2000] * 4, 512, seed=0)
     w = b["encoder_loss_weights"]
     assert 0.1 < w.sum() / (4 * 510) < 0.2
     assert not w[:, 0].any() and not w[:, 511].any()   # [CLS] / [SEP] never selected
     masked = (b["encoder_input_tokens"] == tok.PROTBERT_MASK_ID)
     assert masked[w == 0].sum() == 0 and 0.7 < masked.sum() / w.sum() < 0.9
     assert (b["encoder_target_tokens"][:, 0] == tok.PROTBERT_CLS_ID).all()
-    assert bc.residues_in(b) == 4 * 512
+    assert bc.residues_in(bert, b) == 4 * 512
 
 
 def test_interleaved_alternates_and_counts():
@@ -80,7 +82,7 @@ def test_resolve_model_and_hf_config(tmp_path):
         {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2,
          "num_attention_heads": 4, "intermediate_size": 64, "vocab_size": 30}))
     config, source = bc.resolve_model(str(tmp_path))
-    assert source == "huggingface" and bc.family(config) == "bert"
+    assert source == "huggingface" and bc.family(config).name == "bert"
     with pytest.raises(SystemExit, match="neither a preset"):
         bc.resolve_model(str(tmp_path / "missing"))
 

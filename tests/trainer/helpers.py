@@ -6,24 +6,24 @@ import pathlib
 
 import numpy as np
 
-from protlm import models, optimizers, trainer
-from tests.trainer.synthetic import bert_arrays, t5_arrays
-
-ARRAYS = {"prot_t5_tiny": t5_arrays, "prot_bert_tiny": bert_arrays}
+from protlm import checkpoints, models, optimizers, partitioning, trainer
+from protlm.data.batch_sources import ArraySource
+from tests.trainer.synthetic import family_arrays
 
 
 def run(model_dir, preset="prot_t5_tiny", steps=5, batch_size=8, partition=None,
         checkpoint_every=1000, eval_every=0, lr=1e-2, accum_steps=1, seed=0,
         prng_impl="threefry2x32", **config):
     """Train a tiny preset on synthetic arrays; returns the train() result."""
+    cfg = models.get_config(preset, **config)
     return trainer.train(
-        model_dir=str(model_dir), model_config=models.get_config(preset, **config),
-        data=trainer.ArraySource(ARRAYS[preset](64, 16, seed=1), ARRAYS[preset](16, 16, seed=2)),
+        model_dir=str(model_dir), model_config=cfg,
+        data=ArraySource(family_arrays(cfg, 64, 16, seed=1), family_arrays(cfg, 16, 16, seed=2)),
         train_steps=steps, batch_size=batch_size,
         learning_rate=optimizers.constant_schedule(lr),
         optimizer=optimizers.adafactor if preset.startswith("prot_t5") else optimizers.lamb,
-        partition=partition or trainer.PartitionConfig(),
-        checkpoint=trainer.CheckpointConfig(every_steps=checkpoint_every, keep=None),
+        partition=partition or partitioning.PartitionConfig(),
+        checkpoint=checkpoints.CheckpointConfig(every_steps=checkpoint_every, keep=None),
         evaluation=trainer.EvalConfig(every_steps=eval_every, num_batches=2),
         accum_steps=accum_steps, seed=seed, log_every=1, prng_impl=prng_impl)
 

@@ -1,10 +1,10 @@
-"""Small pre-tokenised batches for trainer tests (no TensorFlow): random proteins with the
-ProtT5 span-denoising and ProtBert MLM layouts of docs/ARCHITECTURE.md (`protlm.data.arrays`)."""
+"""Small pre-tokenised batches for trainer tests (no TensorFlow): random proteins through each
+family's own objective (`Family.array_batch`, i.e. `protlm.data.arrays`)."""
 from __future__ import annotations
 
 import numpy as np
 
-from protlm.data import arrays
+from protlm import models
 from protlm.data import tokens as tok
 
 
@@ -18,11 +18,13 @@ def _proteins(seed: int, n: int, length: int) -> list[str]:
     return ["".join(row[:m]) for row, m in zip(letters, lengths)]
 
 
+def family_arrays(config, n: int = 64, length: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
+    """`n` rows of `config`'s family objective at `length` tokens (specials included)."""
+    family = models.get_family(config)
+    seqs = _proteins(seed, n, length - family.num_special_tokens())
+    return family.array_batch(seqs, family.default_lengths(length), seed)
+
+
 def t5_arrays(n: int = 64, length: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
     """ProtT5 batches: 15 % residues -> unique sentinels; decoder target = sequence + EOS."""
-    return arrays.t5_batch(_proteins(seed, n, length - 1), length, seed)
-
-
-def bert_arrays(n: int = 64, length: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
-    """ProtBert batches: [CLS] seq [SEP], 15 % selected, 80/10/10 [MASK]/random/same."""
-    return arrays.bert_batch(_proteins(seed, n, length - 2), length, seed)
+    return family_arrays(models.get_config("prot_t5_tiny"), n, length, seed)

@@ -4,14 +4,14 @@ import json
 import jax
 import pytest
 
-from protlm import checkpoints, models, optimizers, trainer
+from protlm import checkpoints, models, optimizers, partitioning, train_state
 from protlm.models import scan_utils
 from tests.trainer import helpers
 
 
 def _params(cfg):
     model = models.get_model(cfg)
-    shapes = trainer.feature_shapes(cfg, {"inputs": 8, "targets": 8}, 2, pack=False)
+    shapes = models.get_family(cfg).batch_shapes(cfg, {"inputs": 8, "targets": 8}, 2, pack=False)
     import flax.linen as nn
     return nn.meta.unbox(model.init(jax.random.key(0), shapes)["params"])
 
@@ -60,18 +60,19 @@ def test_load_params_errors_name_the_problem(tmp_path):
 
 
 def test_checkpoint_from_8_devices_restores_on_1_device_and_2x4_mesh(tmp_path):
-    helpers.run(tmp_path, steps=2, partition=trainer.PartitionConfig(data=4, model=2))
+    helpers.run(tmp_path, steps=2, partition=partitioning.PartitionConfig(data=4, model=2))
     cfg = models.get_config("prot_t5_tiny")
     model = models.get_model(cfg)
     tx = optimizers.adafactor(optimizers.constant_schedule(1e-2))
-    shapes = trainer.feature_shapes(cfg, {"inputs": 16, "targets": 16}, 8, pack=False)
+    shapes = models.get_family(cfg).batch_shapes(cfg, {"inputs": 16, "targets": 16}, 8,
+                                                 pack=False)
     reference = None
-    for partition in (trainer.PartitionConfig(data=4, model=2),
-                      trainer.PartitionConfig(data=1, num_devices=1),
-                      trainer.PartitionConfig(data=2, model=4),
-                      trainer.PartitionConfig(data=1, fsdp=2, model=4, rules="fsdp")):
+    for partition in (partitioning.PartitionConfig(data=4, model=2),
+                      partitioning.PartitionConfig(data=1, num_devices=1),
+                      partitioning.PartitionConfig(data=2, model=4),
+                      partitioning.PartitionConfig(data=1, fsdp=2, model=4, rules="fsdp")):
         mesh, rules = partition.mesh(), partition.logical_rules()
-        abstract, shardings = trainer.state_shardings(model, tx, shapes, mesh, rules)
+        abstract, shardings = train_state.state_shardings(model, tx, shapes, mesh, rules)
         with checkpoints.make_manager(tmp_path, read_only=True) as mngr:
             state, data_state = checkpoints.restore_state(mngr, 2, abstract.to_dict())
         assert data_state["batches_consumed"] == 2

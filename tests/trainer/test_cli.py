@@ -12,6 +12,7 @@ ARRAY_GIN = """
 from __gin__ import dynamic_registration
 from protlm import models
 from protlm import trainer
+from protlm.data import batch_sources
 include 'gin/models/prot_t5_tiny.gin'
 include 'gin/runs/pretrain.gin'
 MIXTURE_OR_TASK_NAME = 'unused'
@@ -19,8 +20,8 @@ TASK_FEATURE_LENGTHS = {{'inputs': 16, 'targets': 16}}
 BATCH_SIZE = 8
 LOG_EVERY = 1
 EVAL_EVERY = 0
-trainer.train.data = @trainer.ArraySource()
-trainer.ArraySource.train = '{npz}'
+trainer.train.data = @batch_sources.ArraySource()
+batch_sources.ArraySource.train = '{npz}'
 """
 
 

@@ -32,7 +32,7 @@ def test_throughput_and_mfu():
 def test_mfu_of_prot_t5_xl_step_is_plausible():
     """ProtT5-XL at 512+512 on a v3-1024 (512 chips, 1024 devices): the paper-scale step."""
     cfg = get_config("prot_t5_xl")
-    flops_per_token = cfg.flops_per_example(512, 512) / 1024
+    flops_per_token = cfg.flops_per_example({"inputs": 512, "targets": 512}) / 1024
     # each token passes either the encoder or the decoder (about half the 2.8 B params each):
     # about 6 x 1.4e9 per token plus attention
     half = cfg.num_params() / 2

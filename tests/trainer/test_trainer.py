@@ -2,18 +2,18 @@
 import numpy as np
 import pytest
 
-from protlm import checkpoints, trainer
+from protlm import checkpoints, partitioning
 from tests.trainer import helpers
 
 MESHES = {
-    "data4_model2": trainer.PartitionConfig(data=4, model=2),
-    "fsdp8": trainer.PartitionConfig(data=1, fsdp=8, rules="fsdp"),
+    "data4_model2": partitioning.PartitionConfig(data=4, model=2),
+    "fsdp8": partitioning.PartitionConfig(data=1, fsdp=8, rules="fsdp"),
 }
 
 
 @pytest.mark.parametrize("preset", ["prot_t5_tiny", "prot_bert_tiny"])
 def test_first_losses_do_not_depend_on_the_mesh(tmp_path, preset):
-    ref = helpers.run(tmp_path / "one", preset, partition=trainer.PartitionConfig(num_devices=1))
+    ref = helpers.run(tmp_path / "one", preset, partition=partitioning.PartitionConfig(num_devices=1))
     assert ref["status"] == "done"
     base = helpers.losses(tmp_path / "one")
     assert len(base) == 5 and base[-1] < base[0]
@@ -24,7 +24,7 @@ def test_first_losses_do_not_depend_on_the_mesh(tmp_path, preset):
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
-    partition = trainer.PartitionConfig(data=4, model=2)
+    partition = partitioning.PartitionConfig(data=4, model=2)
     helpers.run(tmp_path / "full", steps=6, partition=partition, checkpoint_every=2)
     helpers.run(tmp_path / "split", steps=3, partition=partition, checkpoint_every=2)
     assert checkpoints.latest_step(tmp_path / "split") == 3
@@ -39,7 +39,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
-    partition = trainer.PartitionConfig(data=4, model=2)
+    partition = partitioning.PartitionConfig(data=4, model=2)
     helpers.run(tmp_path / "big", steps=3, partition=partition)
     helpers.run(tmp_path / "accum", steps=3, partition=partition, accum_steps=2)
     np.testing.assert_allclose(helpers.losses(tmp_path / "accum"), helpers.losses(tmp_path / "big"),
@@ -49,7 +49,7 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     # lr 1e30 blows the parameters up after a few steps
     out = helpers.run(tmp_path, steps=30, checkpoint_every=1, lr=1e30,
-                      partition=trainer.PartitionConfig(num_devices=1))
+                      partition=partitioning.PartitionConfig(num_devices=1))
     assert out["status"] == "nonfinite"
     last = checkpoints.latest_step(tmp_path)
     assert last is not None and last < 30
@@ -59,7 +59,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_eval_reports_masked_residue_metrics(tmp_path):
-    out = helpers.run(tmp_path, steps=2, eval_every=2, partition=trainer.PartitionConfig(num_devices=1))
+    out = helpers.run(tmp_path, steps=2, eval_every=2, partition=partitioning.PartitionConfig(num_devices=1))
     ev = out["eval"]
     assert set(ev) >= {"loss", "accuracy", "masked_residue_loss", "masked_residue_accuracy"}
     # ProtT5 targets include the visible residues: their loss is averaged in "loss" only
@@ -69,7 +69,7 @@ def test_eval_reports_masked_residue_metrics(tmp_path):
 
 def test_dropout_prng_impl_reaches_the_step(tmp_path):
     """PRNG_IMPL picks the dropout keys: same init, different masks, both train."""
-    one = trainer.PartitionConfig(num_devices=1)
+    one = partitioning.PartitionConfig(num_devices=1)
     runs = {impl: helpers.run(tmp_path / impl, steps=3, partition=one, prng_impl=impl,
                               dropout_rate=0.3) for impl in ("threefry2x32", "rbg")}
     curves = {impl: helpers.losses(tmp_path / impl) for impl in runs}

@@ -1,0 +1,71 @@
+"""Dry run: lower and compile the full-size train step for a mesh without allocating weights.
+
+`python -m protlm.train --dry_run` reports per-device memory of the params and optimizer state
+(from their shardings) and XLA's memory analysis of the compiled step.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from protlm import partitioning, train_state, train_step
+
+log = logging.getLogger(__name__)
+
+
+def bytes_per_device(abstract_tree) -> int:
+    """Bytes one device holds of a tree of sharded `ShapeDtypeStruct`s."""
+    total = 0
+    for leaf in jax.tree_util.tree_leaves(abstract_tree):
+        shape = leaf.sharding.shard_shape(leaf.shape) if leaf.sharding is not None else leaf.shape
+        total += int(np.prod(shape, dtype=np.int64)) * jnp.dtype(leaf.dtype).itemsize
+    return total
+
+
+def dry_run(model, tx, schedule, batch_shapes: Mapping, mesh, rules, accum_steps: int = 1,
+            prng_impl: str = "threefry2x32") -> dict:
+    """Lower and compile the train step for abstract inputs; no weights are allocated.
+
+    Returns:
+      A report: parameter count, per-device bytes of params and optimizer state (from
+      their shardings) and XLA's per-device memory analysis of the compiled step.
+    """
+    abstract, shardings = train_state.state_shardings(model, tx, batch_shapes, mesh, rules)
+    bsh = train_step.batch_sharding(mesh)
+    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=bsh)
+                      for k, v in batch_shapes.items()}
+    key = jax.eval_shape(lambda: jax.random.key(0, impl=prng_impl))
+    key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=partitioning.replicated(mesh))
+    fn = train_step.compile_train_step(model, tx, schedule, shardings, mesh, rules, accum_steps)
+    t0 = time.perf_counter()
+    with mesh, nn.logical_axis_rules(rules):
+        lowered = fn.lower(abstract, abstract_batch, key)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    report = {
+        "mesh": dict(mesh.shape), "devices": int(mesh.size),
+        "num_params": int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(abstract.params))),
+        "params_bytes_per_device": bytes_per_device(abstract.params),
+        "opt_state_bytes_per_device": bytes_per_device(abstract.opt_state),
+        "lower_seconds": t1 - t0, "compile_seconds": t2 - t1,
+    }
+    mem = compiled.memory_analysis()
+    if mem is not None:
+        for name in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
+                     "alias_size_in_bytes", "generated_code_size_in_bytes"):
+            if hasattr(mem, name):
+                report["compiled_" + name] = int(getattr(mem, name))
+    gib = 2 ** 30
+    log.info("dry run on mesh %s: %.3g B params; per device: params %.3f GiB, optimizer state "
+             "%.3f GiB, XLA temp %.3f GiB; lower %.1fs, compile %.1fs", report["mesh"],
+             report["num_params"] / 1e9, report["params_bytes_per_device"] / gib,
+             report["opt_state_bytes_per_device"] / gib,
+             report.get("compiled_temp_size_in_bytes", 0) / gib, t1 - t0, t2 - t1)
+    return report

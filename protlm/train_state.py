@@ -1,0 +1,104 @@
+"""The train state: what it holds, how it is sharded, how it is created or restored.
+
+`TrainState` (step, params, optimizer state) lives on the mesh in the shardings the logical axis
+names of the params give (`state_shardings`); `init_state` creates it there directly, and
+`restore_or_init` resumes MODEL_DIR's latest checkpoint, warm-starts from another run's params, or
+initialises.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Optional
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+
+from protlm import checkpoints, optimizers, partitioning
+
+log = logging.getLogger(__name__)
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything a checkpoint holds besides the data position."""
+
+    step: jax.Array        # int32 scalar: optimizer steps taken
+    params: Any            # unboxed params (fp32 master weights)
+    opt_state: Any
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "params": self.params, "opt_state": self.opt_state}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "TrainState":
+        return cls(step=d["step"], params=d["params"], opt_state=d["opt_state"])
+
+
+def state_shardings(model, tx, batch_shapes: Mapping, mesh, rules) -> tuple[TrainState, TrainState]:
+    """Abstract state (ShapeDtypeStructs with shardings) and the matching NamedShardings.
+
+    Params follow the logical-axis names the model gives every parameter; optimizer-state
+    leaves follow the param they belong to (``optimizers.state_partition_specs``).
+    """
+    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), batch_shapes)["params"])
+    param_sh = partitioning.logical_to_mesh_sharding(boxed, mesh, rules)
+    params = nn.meta.unbox(boxed)
+    param_specs = jax.tree_util.tree_map(lambda s: s.spec, param_sh)
+    opt_state = jax.eval_shape(tx.init, params)
+    opt_specs = optimizers.state_partition_specs(opt_state, params, param_specs, mesh)
+    opt_sh = jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), opt_specs,
+                                    is_leaf=lambda x: isinstance(x, PartitionSpec))
+    shardings = TrainState(step=partitioning.replicated(mesh), params=param_sh, opt_state=opt_sh)
+    abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
+                          opt_state=opt_state)
+    abstract = jax.tree_util.tree_map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+    return abstract, shardings
+
+
+def init_state(model, tx, batch_shapes, shardings: TrainState, mesh, rules, seed: int,
+               params: Any = None) -> TrainState:
+    """A fresh state created directly in its shardings (params from ``params`` if given)."""
+
+    def make(rng, given):
+        p = nn.meta.unbox(model.init(rng, batch_shapes)["params"]) if given is None else given
+        return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p))
+
+    with mesh, nn.logical_axis_rules(rules):
+        fn = jax.jit(make, out_shardings=shardings,
+                     in_shardings=(None, None if params is None else shardings.params))
+        return fn(jax.random.key(seed), params)
+
+
+def restore_or_init(manager, model, tx, batch_shapes, abstract, shardings, mesh, rules, seed,
+                     init_from: Optional[str]) -> tuple[TrainState, dict]:
+    """Resume from MODEL_DIR's latest checkpoint, else warm-start from ``init_from``, else init."""
+    step = manager.latest_step()
+    if step is not None:
+        if "opt_state" in checkpoints.state_keys(manager, step):
+            restored, data_state = checkpoints.restore_state(manager, step, abstract.to_dict())
+            log.info("resumed from %s step %d (data position %s)", manager.directory, step,
+                     data_state)
+            return TrainState.from_dict(restored), data_state
+        restored, data_state = checkpoints.restore_state(manager, step, {"params": abstract.params})
+        log.info("starting from params-only checkpoint step %d (fresh optimizer state)", step)
+        state = init_state(model, tx, batch_shapes, shardings, mesh, rules, seed,
+                           params=restored["params"])
+        return state.replace(step=jax.device_put(jnp.int32(step), shardings.step)), data_state
+    if init_from:
+        params, cfg = checkpoints.load_params(init_from)
+        if getattr(model.config, "scan_layers", False):
+            params = checkpoints.scan_layout(params, scanned=True)
+        want = jax.tree_util.tree_map(lambda a: (a.shape, jnp.dtype(a.dtype)), abstract.params)
+        got = jax.tree_util.tree_map(lambda a: (a.shape, jnp.dtype(a.dtype)), params)
+        if want != got:
+            raise ValueError(f"init_from={init_from}: its params ({type(cfg).__name__}) do not match "
+                             "the model being trained; use the same model preset/config")
+        params = jax.tree_util.tree_map(
+            lambda a, s: jax.make_array_from_callback(a.shape, s, lambda idx, a=a: a[idx]),
+            params, shardings.params)
+        log.info("initial params from %s", init_from)
+        return init_state(model, tx, batch_shapes, shardings, mesh, rules, seed, params=params), {}
+    return init_state(model, tx, batch_shapes, shardings, mesh, rules, seed), {}
