@@ -82,13 +82,17 @@ def get_dataset(
 class BatchStream:
     """Numpy int32 batches of a tf.data pipeline, with a position that can be saved and restored.
 
+    Implements `protlm.checkpoints.DataStream`.
+
     Attributes:
       description: what the stream is (task, lengths, batch size, seed, shard...): a saved
         position only fits a stream with the same description.
+      batches_consumed: batches yielded so far (restored with the position).
     """
 
     def __init__(self, dataset: tf.data.Dataset, description: Mapping):
         self.description = dict(description)
+        self.batches_consumed = 0
         self._iterator = iter(dataset)
 
     def __iter__(self) -> "BatchStream":
@@ -96,14 +100,19 @@ class BatchStream:
 
     def __next__(self) -> dict[str, np.ndarray]:
         batch = next(self._iterator)
+        self.batches_consumed += 1
         return {k: np.asarray(v, dtype=np.int32) for k, v in batch.items()}
 
     def save(self, directory: str) -> None:
         """Writes the iterator position into `directory` (existing, this process's own)."""
         tf.train.Checkpoint(iterator=self._iterator).write(os.path.join(directory, ITERATOR_PREFIX))
 
-    def restore(self, directory: str) -> None:
+    def restore(self, directory: str, batches_consumed: int = 0) -> None:
         """Moves the iterator to the position saved in `directory`.
+
+        Args:
+          directory: where `save` wrote.
+          batches_consumed: the count to continue from (what the checkpoint recorded).
 
         Raises:
           ValueError: the directory holds no iterator state or one that does not fit this pipeline.
@@ -117,6 +126,7 @@ class BatchStream:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ValueError(f"the tf.data iterator state in {directory} cannot be restored "
                              f"into this input pipeline: {first}") from None
+        self.batches_consumed = int(batches_consumed)
 
     def close(self) -> None:
         """Releases the iterator (its threads and buffers)."""
