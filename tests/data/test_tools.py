@@ -70,3 +70,17 @@ def test_show_examples_and_bench_cli(small_corpus):
     result = json.loads(bench.stdout)
     assert set(result["tasks"]) == {"prott5_span_denoising", "prott5_span_corruption", "protbert_mlm"}
     assert all(v["residues_per_s"] > 0 for v in result["tasks"].values())
+    host = result["pod_host"]
+    assert host["model"] == "prot_t5_xl" and host["assumed_mfu"] == 0.5 and host["residues_per_s"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["tasks"]["prott5_span_denoising"]["residues_per_s"] / host["residues_per_s"], rel=0.01)
+
+
+def test_pod_host_consumption_from_the_model_flops():
+    bench = _load("bench_data")
+    host = bench.pod_host_consumption(0.5)
+    from protlm import models
+    flops = models.get_config("prot_t5_xl").flops_per_example({"inputs": 512, "targets": 512})
+    assert host["peak_flops_per_host"] == 8 * 123e12 / 2                  # 4 v3 chips
+    assert host["examples_per_s"] == pytest.approx(8 * 61.5e12 * 0.5 / flops, rel=1e-3)
+    assert bench.pod_host_consumption(0.25)["residues_per_s"] == pytest.approx(host["residues_per_s"] / 2, rel=1e-3)
