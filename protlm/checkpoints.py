@@ -98,11 +98,11 @@ class DataStateHandler(ocp.CheckpointHandler):
         except (ValueError, KeyError, TypeError) as e:
             raise DataStateError(f"{path} is unreadable ({e})") from None
         if args.stream is not None:
-            changed = sorted(k for k in set(description) | set(args.stream.description)
-                             if description.get(k) != args.stream.description.get(k))
+            now = json.loads(json.dumps(args.stream.description))   # compared as saved
+            changed = sorted(k for k in set(description) | set(now) if description.get(k) != now.get(k))
             if changed:
                 raise DataStateError("the input stream changed since this checkpoint: " + "; ".join(
-                    f"{k} was {description.get(k)!r}, now {args.stream.description.get(k)!r}" for k in changed))
+                    f"{k} was {description.get(k)!r}, now {now.get(k)!r}" for k in changed))
             try:
                 args.stream.restore(str(sub), consumed)
             except (ValueError, OSError) as e:

@@ -15,6 +15,7 @@ and packing buffers, seed streams), so restoring takes the same time at step 100
 """
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Iterator, Mapping
 
@@ -46,7 +47,24 @@ def get_dataset(
     repeat: bool = True,
     use_cached: bool = False,
 ) -> tf.data.Dataset:
-    """The batched tf.data pipeline behind `open_stream` (same arguments)."""
+    """The batched tf.data pipeline of a registered task (`open_stream` makes it a checkpointable stream).
+
+    Args:
+      task_name: a seqio task/mixture (e.g. "prott5_span_denoising", "protbert_mlm_uniref50").
+      feature_lengths: task lengths, {"inputs": 512, "targets": 512} (MLM: "inputs" suffices).
+      batch_size: examples per batch on this shard (host).
+      split: "train" (shuffled) or "validation" (file order).
+      seed: seeds shuffling and masking; the stream is a deterministic function of it.
+      shard_index, num_shards: this host's share (by file when there are enough files, else by record).
+      pack: pack several examples per row (adds *_segment_ids / *_positions).
+      repeat: loop over the data forever (train); False ends after one pass with a zero-padded last batch.
+      use_cached: read the task's seqio cache (tokenised by `seqio.scripts.cache_tasks_main` on Beam;
+        masking still runs here, afresh every epoch). The cache directory must be registered
+        (`seqio.add_global_cache_dirs`).
+
+    Returns:
+      Batches: dicts of int32 [batch_size, length] keyed as in docs/ARCHITECTURE.md.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not 0 <= shard_index < num_shards:
@@ -133,42 +151,17 @@ class BatchStream:
         self._iterator = None
 
 
-def open_stream(
-    task_name: str,
-    feature_lengths: Mapping[str, int],
-    batch_size: int,
-    split: str = "train",
-    seed: int = 0,
-    shard_index: int = 0,
-    num_shards: int = 1,
-    pack: bool = True,
-    repeat: bool = True,
-    use_cached: bool = False,
-) -> BatchStream:
-    """Numpy int32 batches [batch_size, length] of a registered task, as a checkpointable stream.
+def open_stream(*args, **kwargs) -> BatchStream:
+    """`get_dataset(...)` (same arguments) as a `BatchStream` of numpy int32 batches.
 
-    Args:
-      task_name: a seqio task/mixture (e.g. "prott5_span_denoising", "protbert_mlm_uniref50").
-      feature_lengths: task lengths, {"inputs": 512, "targets": 512} (MLM: "inputs" suffices).
-      batch_size: examples per batch on this shard (host).
-      split: "train" (shuffled) or "validation" (file order).
-      seed: seeds shuffling and masking; the stream is a deterministic function of it.
-      shard_index, num_shards: this host's share (by file when there are enough files, else by record).
-      pack: pack several examples per row (adds *_segment_ids / *_positions).
-      repeat: loop over the data forever (train); False ends after one pass with a zero-padded last batch.
-      use_cached: read the task's seqio cache (tokenised by `seqio.scripts.cache_tasks_main` on Beam;
-        masking still runs here, afresh every epoch). The cache directory must be registered
-        (`seqio.add_global_cache_dirs`).
-
-    Returns:
-      A `BatchStream` of dicts of int32 arrays [batch_size, length] keyed as in docs/ARCHITECTURE.md.
+    The stream's description is every argument of `get_dataset` (defaults included): a saved
+    position only restores into a stream built with the same ones.
     """
-    ds = get_dataset(task_name, feature_lengths, batch_size, split, seed, shard_index, num_shards, pack,
-                     repeat, use_cached)
-    description = {"source": "seqio", "task": task_name, "feature_lengths": dict(feature_lengths),
-                   "batch_size": batch_size, "split": split, "seed": seed, "shard_index": shard_index,
-                   "num_shards": num_shards, "pack": pack, "repeat": repeat, "use_cached": use_cached}
-    return BatchStream(ds, description)
+    bound = inspect.signature(get_dataset).bind(*args, **kwargs)
+    bound.apply_defaults()
+    description = {"source": "seqio", **bound.arguments}
+    description["feature_lengths"] = dict(description["feature_lengths"])
+    return BatchStream(get_dataset(*bound.args, **bound.kwargs), description)
 
 
 def get_batch_iterator(*args, **kwargs) -> Iterator[dict[str, np.ndarray]]:

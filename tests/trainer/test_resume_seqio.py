@@ -43,7 +43,7 @@ def test_resumed_seqio_run_equals_uninterrupted(tmp_path, shard_dir):
     _run(tmp_path / "split", shard_dir, 3)
     state = tmp_path / "split" / "checkpoints" / "3" / "data" / "process_00000-of-00001"
     assert (state / "iterator.index").exists()
-    assert json.loads((state / checkpoints.DATA_STATE_FILE).read_text())["description"]["task"] == \
+    assert json.loads((state / checkpoints.DATA_STATE_FILE).read_text())["description"]["task_name"] == \
         "prott5_span_denoising"
     out = _run(tmp_path / "split", shard_dir, 6)
     assert out["step"] == 6
