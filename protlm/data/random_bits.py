@@ -1,6 +1,6 @@
 """Counter-based random bits with one definition and two bit-identical implementations.
 
-The objectives (`protlm.data.objectives` for TensorFlow / seqio, `protlm.data.arrays` for numpy)
+The objectives (`protlm.data.preprocessors` for TensorFlow / seqio, `protlm.data.arrays` for numpy)
 draw every random choice of an example (crop start, masked positions, BERT's 80/10/10 actions and
 random residues) from `bits(key, stream, n)`: 32-bit words of a hash of (example key, stream,
 position). The hash is Wellons' `triple32` integer finalizer (uint32 multiply, xor, shift), which

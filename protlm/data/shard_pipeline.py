@@ -220,6 +220,20 @@ def refuse_non_empty(output_dir: str, overwrite: bool) -> None:
             "or choose another --output_dir")
 
 
+def _move_dir(src: str, dst: str) -> None:
+    """Renames a directory: one atomic rename locally; file by file (report last) on object stores."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    if "://" not in src:
+        os.rename(src, dst)
+        return
+    names = sorted(tf.io.gfile.listdir(src), key=lambda n: n == shards.REPORT_FILE)
+    tf.io.gfile.makedirs(dst)
+    for name in names:
+        tf.io.gfile.rename(f"{src}/{name}", f"{dst}/{name}")
+    tf.io.gfile.rmtree(src)
+
+
 def swap_in(staging_dir: str, output_dir: str, overwrite: bool) -> None:
     """Moves the complete `staging_dir` to `output_dir`, replacing an old one when `overwrite`."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -228,8 +242,8 @@ def swap_in(staging_dir: str, output_dir: str, overwrite: bool) -> None:
     old = None
     if tf.io.gfile.exists(output_dir):
         old = f"{output_dir}.old-{uuid.uuid4().hex[:8]}"
-        tf.io.gfile.rename(output_dir, old)
-    tf.io.gfile.rename(staging_dir, output_dir)
+        _move_dir(output_dir, old)
+    _move_dir(staging_dir, output_dir)
     if old is not None:
         tf.io.gfile.rmtree(old)
 

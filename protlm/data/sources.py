@@ -8,7 +8,9 @@ can be checkpointed and restored without re-reading what it consumed. A pattern 
     and rules as `tools/shard_fasta.py` (id-hash split, no dedup), into shards under
     `$PROTLM_DATA_CACHE` (default `~/.cache/protlm/fasta_shards`), keyed by the files' paths, sizes
     and modification times. Without a validation pattern the validation split is the 1 % id-hash
-    held-out split (`protlm.data.splits`); with one, each pattern is read whole.
+    held-out split (`protlm.data.splits`); with one, each pattern is read whole. Every host converts
+    its own copy unless the cache is on a shared file system: for pod-scale data run
+    `tools/shard_fasta.py` once instead.
 Patterns are resolved when a dataset is built (env vars and gin can be set late).
 
 Sharding: seqio passes a `ShardInfo` when there are at least as many files as shards; each host
