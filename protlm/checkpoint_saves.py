@@ -8,8 +8,9 @@ callback) while training goes on. `SaveGuard` instead
   writing anything when it has not;
 * checks the background save after every step and when the run ends: the first failure raises
   `CheckpointSaveError` naming the step, the directory, the free space and the cause. orbax's
-  own error records of that failure are held back and dropped (they say the same, with tracebacks);
-  records of saves that did not fail are let through.
+  own error records of that failure are held back and dropped (they say the same, with tracebacks,
+  and its writer threads go on logging it for a while); records of saves that did not fail are
+  let through.
 
 A failed step stays an orbax temporary directory: never listed as a checkpoint, removed when the
 run resumes (``cleanup_tmp_directories``), so nothing half-written is taken for a checkpoint.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+import re
 import shutil
 from typing import Optional
 
@@ -49,18 +51,38 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+# tensorstore: ... Failed writing: "<file>": ... <strerror> [os_error_code='28']
+_OS_WRITE_ERROR = re.compile(r'Failed writing: "([^"]+)".*?\[os_error_code=\'(\d+)\'\]', re.S)
+
+
+def write_reason(exc: BaseException) -> str:
+    """The cause of a failed write in a few words: the file and the OS error when known."""
+    found = _OS_WRITE_ERROR.search(str(exc))
+    if found:
+        return f"writing {found.group(1)} failed: {os.strerror(int(found.group(2)))}"
+    return checkpoints.short_reason(exc)
+
+
+# Where orbax's records come from: orbax itself, or absl's logging module when the "absl" logger was
+# created before absl (then a plain Logger, which names absl's `log` as the caller).
+_ORBAX_CALLERS = (f"{os.sep}orbax{os.sep}", f"{os.sep}absl{os.sep}logging{os.sep}")
+
+
 class _HeldOrbaxErrors(logging.Filter):
-    """Holds orbax's ERROR records until it is known whether a save failed."""
+    """Holds orbax's ERROR records until it is known whether a save failed; after a failure, drops
+    them (orbax's remaining writer threads of that save keep logging it after it was reported)."""
 
     def __init__(self):
         super().__init__()
         self.held: list[logging.LogRecord] = []
+        self.dropping = False
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "protlm_released", False):
             return True
-        if record.levelno >= logging.ERROR and f"{os.sep}orbax{os.sep}" in record.pathname:
-            self.held.append(record)
+        if record.levelno >= logging.ERROR and any(part in record.pathname for part in _ORBAX_CALLERS):
+            if not self.dropping:
+                self.held.append(record)
             return False
         return True
 
@@ -91,6 +113,12 @@ class SaveGuard:
     def save(self, step: int, state: dict, data_state: dict) -> None:
         """Starts saving `step` (``checkpoints.save_state``) after checking the free space."""
         self.check()
+        if self.pending is not None:   # orbax would wait for it too; its failure is its own
+            try:
+                self.manager.wait_until_finished()
+            except Exception as e:  # pylint: disable=broad-except
+                self._fail(self.pending, write_reason(e))
+            self.check()
         needed = HEADROOM * sum(x.nbytes for x in jax.tree_util.tree_leaves(state) if hasattr(x, "nbytes"))
         free = free_bytes(self.directory)
         if free is not None and free < needed:
@@ -98,7 +126,7 @@ class SaveGuard:
         try:
             checkpoints.save_state(self.manager, step, state, data_state, force=True)
         except Exception as e:  # pylint: disable=broad-except
-            self._fail(step, checkpoints.short_reason(e))
+            self._fail(step, write_reason(e))
         self.pending = step
 
     def check(self) -> None:
@@ -106,13 +134,18 @@ class SaveGuard:
         try:
             self.manager.check_for_errors()
         except Exception as e:  # pylint: disable=broad-except
-            self._fail(self.pending, checkpoints.short_reason(e))
+            self._fail(self.pending, write_reason(e))
         if self.manager.is_saving_in_progress():
             return
         if self.pending is not None:
             step, self.pending = self.pending, None
-            if step not in self.manager.all_steps(read=True):
-                self._fail(step, "the save ended without committing the step")
+            if not (self.manager.directory / str(step)).exists():   # orbax renames it on commit
+                try:
+                    self.manager.wait_until_finished()   # re-raises the background failure
+                    reason = "the save ended without committing the step"
+                except Exception as e:  # pylint: disable=broad-except
+                    reason = write_reason(e)
+                self._fail(step, reason)
         self._filter.release(self._logger)
 
     def finish(self) -> None:
@@ -125,7 +158,7 @@ class SaveGuard:
                 try:
                     self.manager.wait_until_finished()
                 except Exception as e:  # pylint: disable=broad-except
-                    self._fail(self.pending, checkpoints.short_reason(e))
+                    self._fail(self.pending, write_reason(e))
                 self.check()
             else:
                 try:
@@ -133,12 +166,13 @@ class SaveGuard:
                 except Exception:  # pylint: disable=broad-except
                     pass           # the failure is already reported
         finally:
-            self._logger.removeFilter(self._filter)
-            if not self.failed:
+            if not self.failed:    # after a failure the filter stays: late records of that save
+                self._logger.removeFilter(self._filter)
                 self._filter.release(self._logger)
 
     def _fail(self, step: Optional[int], reason: str, free: Optional[int] = None) -> None:
         self.failed = True
+        self._filter.dropping = True
         self._filter.held.clear()
         free = free_bytes(self.directory) if free is None else free
         where = "" if free is None else f"; {format_bytes(free)} free on that disk"

@@ -30,6 +30,8 @@ def setup_logging(level: int = logging.INFO) -> None:
     root logger has none: a later `logging.basicConfig(level=INFO)` is then a no-op and a command
     line shows only its progress bar. This sets the level and format on that handler too.
     """
+    import absl.logging  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    # (first: the "absl" logger must be absl's own, which names the real caller of each record)
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(format=LOG_FORMAT)

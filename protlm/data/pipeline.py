@@ -53,6 +53,9 @@ def get_dataset(
         num_epochs=None if repeat else 1,
         use_cached=False,
     )
+    # Only the task's output features reach the converter ("id" and "source_tokens" are for
+    # tools/show_examples.py; seqio's packer would warn about dropping them).
+    ds = ds.map(lambda ex: {k: ex[k] for k in task.output_features}, num_parallel_calls=tf.data.AUTOTUNE)
     ds = get_feature_converter(task, pack=pack)(ds, dict(feature_lengths))
     ds = ds.batch(batch_size, drop_remainder=repeat)
     if not repeat:  # pad the last partial batch with all-zero rows (zero loss weight) to a fixed shape
