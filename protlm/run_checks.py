@@ -24,14 +24,14 @@ def nearest_multiples(value: int, unit: int) -> tuple[int, int]:
 
 
 def check_batch_size(batch_size: int, mesh_shape: dict, accum_steps: int, num_processes: int) -> None:
-    """The global batch must split evenly over hosts, accumulation microbatches and the mesh's
-    data-parallel devices (`data` x `fsdp`: the batch axis of every array)."""
+    """The global batch must split evenly over the mesh's data-parallel devices (`data` x `fsdp`:
+    the batch axis of every array), the hosts and the accumulation microbatches."""
     if batch_size < 1:
         raise ConfigError(f"BATCH_SIZE must be positive, got {batch_size}")
     if accum_steps < 1:
         raise ConfigError(f"ACCUM_STEPS must be positive, got {accum_steps}")
     parallel = int(mesh_shape.get("data", 1)) * int(mesh_shape.get("fsdp", 1))
-    unit = math.lcm(parallel * accum_steps, num_processes)
+    unit = math.lcm(parallel, accum_steps, num_processes)
     if batch_size % unit == 0:
         return
     sizes = " or ".join(str(n) for n in sorted(set(nearest_multiples(batch_size, unit))))
@@ -40,7 +40,7 @@ def check_batch_size(batch_size: int, mesh_shape: dict, accum_steps: int, num_pr
         parts.append(f"ACCUM_STEPS={accum_steps} microbatches")
     if num_processes > 1:
         parts.append(f"{num_processes} processes")
-    raise ConfigError(f"BATCH_SIZE={batch_size} does not split evenly over {' times '.join(parts)}: it must be "
+    raise ConfigError(f"BATCH_SIZE={batch_size} does not split evenly over {' and '.join(parts)}: it must be "
                       f"a multiple of {unit}; nearest valid sizes: {sizes} (or change the mesh: "
                       "MESH_DATA / MESH_FSDP / NUM_DEVICES)")
 

@@ -222,7 +222,11 @@ def summary_line(result: dict, model_dir: str, seconds: float) -> str:
 
 
 class _TrainStream:
-    """The training batches from the saved data position (or the start when the stream changed)."""
+    """The training batches from the saved data position (or the start when the stream changed).
+
+    Opened at the newest checkpoint's position (its first batch gives the shapes);
+    `resume_at` then moves it to the position of the step actually restored.
+    """
 
     def __init__(self, data: BatchSource, manager, per_host: int, batch_size: int):
         latest = manager.latest_step()
@@ -234,7 +238,6 @@ class _TrainStream:
         self.it = self._open(self.start_batch)
         self.first = self._first()
         self.lengths = [int(np.shape(v)[1]) for _, v in sorted(self.first.items())]
-        self.resume_at(saved)
         self._pending_first = True
 
     def resume_at(self, saved: Mapping) -> None:

@@ -56,6 +56,7 @@ def test_batch_size_not_divisible_by_the_data_parallel_devices(tmp_path, capsys)
 
 
 def test_batch_size_with_accumulation(tmp_path, capsys):
-    assert _main(tmp_path, "--gin.BATCH_SIZE=24", "--gin.ACCUM_STEPS=2") == 2
+    assert _main(tmp_path, "--gin.BATCH_SIZE=6", "--gin.ACCUM_STEPS=4", "--gin.NUM_DEVICES=2") == 2
     line = _error_line(capsys)
-    assert "ACCUM_STEPS=2" in line and "nearest valid sizes: 16 or 32" in line
+    assert "ACCUM_STEPS=4" in line and "{'data': 2, 'fsdp': 1, 'model': 1}" in line
+    assert "nearest valid sizes: 4 or 8" in line
