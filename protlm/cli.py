@@ -24,7 +24,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    """`level` lines on stderr with time, level and logger; absl (orbax, jax) from WARNING only.
+    """`level` lines on stderr with time, level and logger; absl (orbax) and jax from WARNING only.
 
     Importing orbax logs through absl, which installs Python's default WARNING handler when the
     root logger has none: a later `logging.basicConfig(level=INFO)` is then a no-op and a command
@@ -39,7 +39,8 @@ def setup_logging(level: int = logging.INFO) -> None:
         if type(handler) is logging.StreamHandler:  # pylint: disable=unidiomatic-typecheck
             handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.setLevel(level)
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    for chatty in ("absl", "jax"):   # orbax through absl; jax's backend probing ("no libtpu.so")
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def report(exc: BaseException, prog: str) -> Optional[int]:

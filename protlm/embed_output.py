@@ -27,7 +27,7 @@ from typing import Iterable
 import h5py
 import numpy as np
 
-from protlm.downstream.features import sanitize_id
+from protlm.downstream.features import attr_value, sanitize_id
 from protlm.locks import OutputLock
 
 log = logging.getLogger("protlm.embed")
@@ -62,14 +62,6 @@ def output_paths(output: str | os.PathLike, per_residue: bool, per_protein: bool
     if len(kinds) == 1:
         return {kinds[0]: out}
     return {k: out.with_name(f"{out.stem}.{k}{out.suffix or '.h5'}") for k in kinds}
-
-
-def _plain(v):
-    if isinstance(v, bytes):
-        return v.decode()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 class H5Output:
@@ -123,14 +115,14 @@ class H5Output:
 
     def _check(self, f: h5py.File, where: pathlib.Path) -> None:
         for k, v in self.attrs.items():
-            if k in f.attrs and _plain(f.attrs[k]) != v:
+            if k in f.attrs and attr_value(f.attrs[k]) != v:
                 raise EmbedInputError(
-                    f"{where} holds embeddings with {k}={_plain(f.attrs[k])!r}, this run has {k}={v!r}; "
+                    f"{where} holds embeddings with {k}={attr_value(f.attrs[k])!r}, this run has {k}={v!r}; "
                     "use another --output (or delete the file) to start a new one")
-        digest = _plain(f.attrs.get("fasta_ids_sha256", self.source["fasta_ids_sha256"]))
+        digest = attr_value(f.attrs.get("fasta_ids_sha256", self.source["fasta_ids_sha256"]))
         if digest != self.source["fasta_ids_sha256"]:
             raise EmbedInputError(
-                f"{where} was made from other proteins ({_plain(f.attrs.get('fasta', '?'))}) than this "
+                f"{where} was made from other proteins ({attr_value(f.attrs.get('fasta', '?'))}) than this "
                 f"run embeds ({self._fasta}); use another --output, or delete {where} to embed "
                 f"{self._fasta} into it")
 
