@@ -110,8 +110,9 @@ class SaveGuard:
         self._filter = _HeldOrbaxErrors()
         self._logger.addFilter(self._filter)
 
-    def save(self, step: int, state: dict, data_state: dict) -> None:
-        """Starts saving `step` (``checkpoints.save_state``) after checking the free space."""
+    def save(self, step: int, state: dict, data_stream: Optional[checkpoints.DataStream]) -> None:
+        """Starts saving `step` and this host's data position (``checkpoints.save_state``) after
+        checking the free space."""
         self.check()
         if self.pending is not None:   # orbax would wait for it too; its failure is its own
             try:
@@ -124,7 +125,7 @@ class SaveGuard:
         if free is not None and free < needed:
             self._fail(step, f"it needs about {format_bytes(needed)}", free)
         try:
-            checkpoints.save_state(self.manager, step, state, data_state, force=True)
+            checkpoints.save_state(self.manager, step, state, data_stream, force=True)
         except Exception as e:  # pylint: disable=broad-except
             self._fail(step, write_reason(e))
         self.pending = step

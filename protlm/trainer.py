@@ -3,8 +3,9 @@
 `train()` (the gin entry point of `python -m protlm.train`) builds the mesh and the sharded state
 (`protlm.train_state`), feeds the step global batches built from per-host numpy batches of a batch
 source (`protlm.data.batch_sources`), logs every `log_every` steps, evaluates, checkpoints with
-orbax and resumes exactly (the number of batches consumed is saved with the state and handed back
-to the data source). SIGTERM saves and exits; a non-finite loss stops at the last good checkpoint.
+orbax and resumes exactly (each host's data position, e.g. its tf.data iterator state, is saved
+with the state and restored into the source's stream: nothing is re-read). SIGTERM saves and
+exits; a non-finite loss stops at the last good checkpoint.
 Everything about the model comes from its family (`protlm.models.registry.get_family`).
 
 Reliability: the settings and an evaluation's data are checked before the first step
@@ -90,7 +91,7 @@ def evaluate(model, eval_step, params, data: BatchSource, per_host: int, global_
     A stateful model starts from ``carry`` (a fresh memory) and carries it from batch to batch,
     so the metrics are those of a long stream read with memory.
     """
-    it = data("validation", per_host, 0, jax.process_index(), jax.process_count(), True)
+    it = data("validation", per_host, jax.process_index(), jax.process_count(), True)
     sums = None
     try:
         for _ in range(num_batches):
@@ -161,21 +162,21 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
             cleanup.enter_context(OutputLock(f"{model_dir}/{LOCK_FILE}", f"MODEL_DIR {model_dir}"))
         if evaluation.every_steps > 0:
             run_checks.check_validation_split(lambda: data(
-                "validation", per_host, 0, jax.process_index(), nproc, True))
+                "validation", per_host, jax.process_index(), nproc, True))
         manager = checkpoints.make_manager(model_dir, checkpoint.every_steps, checkpoint.keep,
                                            checkpoint.async_save)
         cleanup.callback(manager.close)
         saver = SaveGuard(manager)
         cleanup.callback(saver.finish)
-        stream = _TrainStream(data, manager, per_host, batch_size)
+        stream = _TrainStream(data, manager, per_host, checkpoint.restart_data)
         cleanup.callback(stream.close)
         shapes = {k: jax.ShapeDtypeStruct((batch_size,) + np.shape(v)[1:], jnp.int32)
                   for k, v in stream.first.items()}
         _check_batch_keys(family, model_config, shapes)
         abstract, shardings = state_shardings(model, tx, shapes, mesh, rules)
-        state, data_state = restore_or_init(manager, model, tx, shapes, abstract, shardings, mesh,
+        state, _ = restore_or_init(manager, model, tx, shapes, abstract, shardings, mesh,
                                             rules, seed, checkpoint.init_from)
-        stream.resume_at(data_state)   # the step restored may be older than the newest one
+        stream.resume_at(manager.latest_step())   # older than the newest when that was unreadable
         checkpoints.save_config(model_dir, model_config)
         writer = metrics_lib.MetricWriter(model_dir, enabled=jax.process_index() == 0)
         cleanup.callback(writer.close)
@@ -204,7 +205,7 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
 
         with mesh, nn.logical_axis_rules(rules):
             result = _loop(model, state, step_fn, run_eval, stream, saver, writer, preemption, perf,
-                           train_steps=train_steps, batch_size=batch_size, seed=seed,
+                           train_steps=train_steps, batch_size=batch_size,
                            rng=jax.random.key(seed, impl=prng_impl),
                            log_every=log_every, eval_every=evaluation.every_steps,
                            save_every=max(1, checkpoint.every_steps), mesh=mesh)
@@ -222,55 +223,54 @@ def summary_line(result: dict, model_dir: str, seconds: float) -> str:
 
 
 class _TrainStream:
-    """The training batches from the saved data position (or the start when the stream changed).
+    """This host's training batches, resumed at the position saved with a checkpoint.
 
-    Opened at the newest checkpoint's position (its first batch gives the shapes);
-    `resume_at` then moves it to the position of the step actually restored.
+    Opened at the newest checkpoint's position (its first batch gives the shapes); `resume_at`
+    reopens it at the position of the step actually restored when that is another one (the
+    newest could not be read: `restore_or_init` decides, and reports, which step is used).
     """
 
-    def __init__(self, data: BatchSource, manager, per_host: int, batch_size: int):
+    def __init__(self, data: BatchSource, manager, per_host: int, restart_data: bool):
+        self._open = lambda: data("train", per_host, jax.process_index(), jax.process_count(), True)
+        self._manager, self._restart = manager, restart_data
         latest = manager.latest_step()
-        saved = checkpoints.restore_data(manager, latest) if latest is not None else {}
-        self._open = lambda start: data("train", per_host, start, jax.process_index(),
-                                        jax.process_count(), True)
-        self._batch_size = batch_size
-        self.start_batch = int(saved.get("batches_consumed", 0))
-        self.it = self._open(self.start_batch)
-        self.first = self._first()
-        self.lengths = [int(np.shape(v)[1]) for _, v in sorted(self.first.items())]
-        self._pending_first = True
-
-    def resume_at(self, saved: Mapping) -> None:
-        """Moves to the data position `saved` with a checkpoint (e.g. an older step than the one
-        first read, when the newest could not be restored)."""
-        start = int(saved.get("batches_consumed", 0))
-        if start and (saved.get("batch_size", self._batch_size) != self._batch_size
-                      or saved.get("lengths", self.lengths) != self.lengths):
-            log.warning("batch size or feature lengths changed since the checkpoint (%s): the "
-                        "data stream starts from its beginning", dict(saved))
-            start = 0
-        if start != self.start_batch:
-            _close(self.it)
-            self.start_batch, self.it = start, self._open(start)
-            self.first = self._first()
-        self._pending_first = True
-
-    def _first(self) -> Batch:
-        """The first batch; on a data error the pipeline is closed before the error propagates."""
         try:
-            return next(self.it)
+            self._start(latest)
+        except Exception:  # pylint: disable=broad-except
+            if latest is None:
+                raise
+            self._start(None)       # only the shapes; `resume_at` restores (or raises) for real
+            self.step = -1
+
+    def _start(self, step: Optional[int]) -> None:
+        """Opens the stream at `step`'s data position and reads its first batch; on an error the
+        pipeline is closed before the error propagates."""
+        self.step, self.stream = step, self._open()
+        try:
+            if step is not None:
+                checkpoints.restore_data_state(
+                    self._manager, step, self.stream, restart=self._restart,
+                    required="opt_state" in checkpoints.state_keys(self._manager, step))
+            self.first = next(self.stream)
         except BaseException:
-            _close(self.it)
+            _close(self.stream)
             raise
+        self._pending_first = True
+
+    def resume_at(self, step: Optional[int]) -> None:
+        """Moves to the data position saved with `step` (None: the stream's beginning)."""
+        if step != self.step:
+            _close(self.stream)
+            self._start(step)
 
     def __next__(self) -> Batch:
         if self._pending_first:
             self._pending_first = False
             return self.first
-        return next(self.it)
+        return next(self.stream)
 
     def close(self):
-        _close(self.it)
+        _close(self.stream)
 
 
 def _nonfinite(m) -> bool:
@@ -278,17 +278,13 @@ def _nonfinite(m) -> bool:
 
 
 def _loop(model, state: TrainState, step_fn, run_eval, stream: _TrainStream, saver: SaveGuard, writer,
-          preemption: _Preemption, perf: dict, *, train_steps: int, batch_size: int, seed: int,
+          preemption: _Preemption, perf: dict, *, train_steps: int, batch_size: int,
           rng: jax.Array, log_every: int, eval_every: int, save_every: int, mesh) -> dict:
     """Steps until ``train_steps``, SIGTERM or a non-finite loss; logs, saves, evaluates."""
     step = start_step = int(jax.device_get(state.step))
     timer = metrics_lib.StepTimer(step, train_steps)
     window, window_steps, status = None, 0, "done"
     last_train, last_eval, previous = {}, {}, None
-
-    def data_position(at_step):
-        return {"batches_consumed": stream.start_batch + (at_step - start_step),
-                "batch_size": batch_size, "lengths": stream.lengths, "seed": seed}
 
     while step < train_steps:
         batch = make_global_batch(next(stream), partitioning.data_sharding(mesh), batch_size)
@@ -326,7 +322,7 @@ def _loop(model, state: TrainState, step_fn, run_eval, stream: _TrainStream, sav
                 status = "nonfinite"
                 break
             # Before the evaluation: an evaluation that fails never costs this step's checkpoint.
-            saver.save(step, state.to_dict(), data_position(step))
+            saver.save(step, state.to_dict(), stream.stream)
         if eval_every > 0 and not preempted and (step % eval_every == 0 or step == train_steps):
             last_eval = run_eval(state.params)
             writer.write("eval", step, last_eval)
