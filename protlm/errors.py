@@ -2,7 +2,8 @@
 
 Entry points print `prog: error: <message>` for these instead of a traceback (`protlm.cli`):
 bad input files (`FastaFormatError`, also when tf.data or Beam re-raised it as their own error
-with the traceback in the text), settings a run cannot use (`ConfigError`), an output another
+with the traceback in the text; `ExclusionFormatError` of a hits table), a data split without
+records (`EmptySplitError`), settings a run cannot use (`ConfigError`), an output another
 process holds (`LockedError`), checkpoints that cannot be read or written (`CheckpointError`).
 """
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+from protlm.data.exclusions import ExclusionFormatError
 from protlm.data.fasta import FastaFormatError
+from protlm.data.splits import EmptySplitError
 from protlm.locks import LockedError
 
 
@@ -30,7 +33,8 @@ class CheckpointSaveError(CheckpointError):
 # framework's own error; its message holds "FastaFormatError: <our one line>" somewhere.
 _WRAPPED_FASTA = re.compile(r"FastaFormatError: (.+?(?:\. Fix: [^\n]*))")
 _GIN_SUFFIX = "\n  In call to configurable"
-USER_ERRORS = (FastaFormatError, ConfigError, LockedError, CheckpointError, FileNotFoundError)
+USER_ERRORS = (FastaFormatError, ExclusionFormatError, EmptySplitError, ConfigError, LockedError,
+               CheckpointError, FileNotFoundError)
 
 
 def _chain(exc: BaseException):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Iterator
 
+from protlm.data.splits import EmptySplitError
 from protlm.errors import ConfigError
 
 
@@ -51,15 +52,16 @@ def check_validation_split(open_validation: Callable[[], Iterator]) -> None:
     Args:
       open_validation: opens this host's validation stream (closed again here).
     """
-    it = open_validation()
+    it = None
     try:
+        it = open_validation()      # a shard source knows its split is empty when opened
         next(it)
-    except StopIteration:
+    except (StopIteration, EmptySplitError):
         raise ConfigError(
             "the validation split has no examples (a small corpus can put none in the 1 % id-hash "
             "held-out split); set VALIDATION_FASTA_PATTERN to a separate FASTA, use a larger corpus, or "
             "train without evaluation: EVAL_EVERY=0") from None
     finally:
-        close = getattr(it, "close", None)
+        close = getattr(it, "close", None)   # None when opening failed
         if close is not None:
             close()

@@ -31,3 +31,15 @@ def test_chained_and_gin_wrapped_errors():
 def test_a_bug_is_not_a_user_error():
     assert errors.user_message(KeyError("x")) is None
     assert errors.user_message(ValueError("shapes do not match")) is None
+
+
+def test_data_layer_errors_of_the_shard_pipeline_and_checkpoints_are_one_line():
+    from protlm.checkpoints import DataStateError
+    from protlm.data.exclusions import ExclusionFormatError
+    from protlm.data.splits import EmptySplitError
+
+    for exc in (EmptySplitError("the validation split of 'x.fa' has no records"),
+                ExclusionFormatError("hits.m8:1: expected 12 columns"),
+                DataStateError("data/process_0: the saved data position cannot be restored")):
+        assert errors.user_message(exc) == str(exc)
+        assert errors.exit_code(exc) == 2
