@@ -113,8 +113,8 @@ def restore_or_init(manager, model, tx, batch_shapes, abstract, shardings, mesh,
         step, (full, (restored, data_state)) = checkpoints.restore_newest(
             manager, read, on_unreadable=lambda bad: _move_aside(manager, bad))
         if full:
-            log.info("resumed from %s step %d (data position %s)", manager.directory, step,
-                     data_state)
+            log.info("resumed from %s step %d (data position: batch %s)", manager.directory, step,
+                     data_state.get("batches_consumed", "none saved"))
             return TrainState.from_dict(restored), data_state
         log.info("starting from params-only checkpoint step %d (fresh optimizer state)", step)
         state = init_state(model, tx, batch_shapes, shardings, mesh, rules, seed,
