@@ -1,4 +1,5 @@
-"""Repeating a layer N times: unrolled (`layers_{i}`) or `nn.scan` (`layers`, leading axis).
+"""Repeating a layer N times: unrolled (`layers_{i}`) or `nn.scan` (`layers`, leading axis); or
+one shared layer applied N times (cross-layer sharing, `repeat_shared_layer`: one set of params).
 
 Both with an optional remat policy by name.
 
@@ -61,6 +62,51 @@ def repeat_layer(layer_cls: type[nn.Module], num_layers: int, *, scan: bool, rem
 
         def run(x, *args, hidden_states: list | None = None):
             for layer in layers:
+                if hidden_states is not None:
+                    hidden_states.append(x)
+                x, _ = layer(x, *args)
+            return x
+        return run
+    return make
+
+
+def repeat_shared_layer(layer_cls: type[nn.Module], num_repeats: int, *, scan: bool,
+                        remat_policy: str, num_args: int, name: str
+                        ) -> Callable[..., Callable[..., jax.Array]]:
+    """Cross-layer sharing (ALBERT): ONE layer, one set of params named `name`, applied
+    `num_repeats` times.
+
+    Returns `make(**layer_kwargs)` building it inside a compact parent; `make` returns
+    `stack(x, *args, hidden_states=None) -> x`. The param tree is the same with or without `scan`
+    (no `layers` axis: there is one layer), so the two modes share checkpoints.
+
+    scan: `nn.scan` over depth with the params broadcast (`variable_broadcast`): every step reads
+    the same weights and the backward pass sums their gradients over the repeats; compiles one
+    body. Unrolled: the one submodule called `num_repeats` times (`hidden_states`, if a list, gets
+    each input, as HF's `hidden_states` before the last). Dropout draws new masks at every repeat.
+    """
+    check_remat_policy(remat_policy)
+    cls = layer_cls
+    if remat_policy != "none":
+        cls = nn.remat(layer_cls, policy=REMAT_POLICIES[remat_policy], prevent_cse=not scan)
+
+    def make(**kwargs):
+        if scan:
+            scanned = nn.scan(
+                cls, variable_broadcast="params", split_rngs={"params": False, "dropout": True},
+                in_axes=(nn.broadcast,) * num_args, length=num_repeats)(name=name, **kwargs)
+
+            def run_scanned(x, *args, hidden_states: list | None = None):
+                if hidden_states is not None:
+                    raise ValueError("hidden states need the unrolled stack (scan_layers=False); "
+                                     "the params are the same")
+                x, _ = scanned(x, *args)
+                return x
+            return run_scanned
+        layer = cls(name=name, **kwargs)
+
+        def run(x, *args, hidden_states: list | None = None):
+            for _ in range(num_repeats):
                 if hidden_states is not None:
                     hidden_states.append(x)
                 x, _ = layer(x, *args)
