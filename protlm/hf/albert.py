@@ -1,6 +1,7 @@
 """ProtAlbert <-> transformers `AlbertForMaskedLM` parameter names, config.json and tokenizer files.
 
-HF layout (PyTorch state dict, torch Linear = `[out, in]`; G = `albert_layer_groups.{g}.albert_layers.0`):
+HF layout (PyTorch state dict, torch Linear = `[out, in]`;
+G = `albert_layer_groups.{g}.albert_layers.0`):
 
     albert.embeddings.{word,position,token_type}_embeddings.weight   [*, embedding_size]
     albert.embeddings.LayerNorm.{weight,bias}
@@ -23,14 +24,15 @@ into `<unk>`).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 
 
 from protlm.data import tokens
+from protlm.hf import bert as hf_bert
 from protlm.hf import config as hf_config
 from protlm.hf import tokenizers
-from protlm.hf.bert import torch_inputs
 from protlm.hf.mapping import Rule
 from protlm.hf.spec import HFSpec
 from protlm.models.albert import AlbertConfig
@@ -51,14 +53,8 @@ DROPPED_KEYS = (
 ALBERT_ONLY_FIELDS = ("num_hidden_groups", "inner_group_num")
 
 
-def _linear(hf: str, flax: tuple[str, ...], kernel_layout: str, bias_layout: str = "copy"
-            ) -> list[Rule]:
-    return [Rule(f"{hf}.weight", flax + ("kernel",), kernel_layout),
-            Rule(f"{hf}.bias", flax + ("bias",), bias_layout)]
-
-
-def _layer_norm(hf: str, flax: tuple[str, ...]) -> list[Rule]:
-    return [Rule(f"{hf}.weight", flax + ("scale",)), Rule(f"{hf}.bias", flax + ("bias",))]
+# BERT's per-tensor rule builders (one Linear = weight + bias; one LayerNorm = weight + bias).
+_linear, _layer_norm = hf_bert._linear, hf_bert._layer_norm  # pylint: disable=protected-access
 
 
 def rules(config: AlbertConfig, part: str = "model") -> list[Rule]:
@@ -71,8 +67,8 @@ def rules(config: AlbertConfig, part: str = "model") -> list[Rule]:
     out += _linear("albert.encoder.embedding_hidden_mapping_in",
                    ("encoder", "embedding_hidden_mapping_in"), "transpose")
     for g in range(config.num_hidden_groups):
-        hf, fl = f"albert.encoder.albert_layer_groups.{g}.albert_layers.0", ("encoder",
-                                                                            f"layer_groups_{g}")
+        hf = f"albert.encoder.albert_layer_groups.{g}.albert_layers.0"
+        fl = ("encoder", f"layer_groups_{g}")
         for name in ("query", "key", "value"):
             out += _linear(f"{hf}.attention.{name}", fl + ("attention", name), "heads_in", "flatten")
         out += _linear(f"{hf}.attention.dense", fl + ("attention", "out"), "heads_out")
@@ -80,7 +76,7 @@ def rules(config: AlbertConfig, part: str = "model") -> list[Rule]:
         out += _linear(f"{hf}.ffn", fl + ("mlp", "wi"), "transpose")
         out += _linear(f"{hf}.ffn_output", fl + ("mlp", "wo"), "transpose")
         out += _layer_norm(f"{hf}.full_layer_layer_norm", fl + ("mlp_layer_norm",))
-    out += _linear("predictions.dense", ("mlm_head", "dense"), "transpose")
+    out += _linear("predictions.dense", ("mlm_head", "transform"), "transpose")
     out += _layer_norm("predictions.LayerNorm", ("mlm_head", "layer_norm"))
     out.append(Rule("predictions.bias", ("mlm_head", "bias")))
     return out
@@ -95,68 +91,30 @@ def tied_aliases(config: AlbertConfig, part: str = "model") -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------ config.json
 def to_hf_config(config: AlbertConfig, part: str = "model", dtype: str = "float32") -> dict:
-    """config.json of `AlbertForMaskedLM`: every Rostlab/prot_albert field plus `model_type`,
-    `architectures`, the layer-norm epsilon, the special ids and the dtype."""
-    del part
-    return {
-        "architectures": [ALBERT_ARCH],
-        "attention_probs_dropout_prob": config.attention_dropout_rate,
-        "bos_token_id": tokens.PROTALBERT_CLS_ID,
-        "embedding_size": config.embedding_size,
-        "eos_token_id": tokens.PROTALBERT_SEP_ID,
-        "hidden_act": config.hidden_act,
-        "hidden_dropout_prob": config.dropout_rate,
-        "hidden_size": config.hidden_size,
-        "initializer_range": config.initializer_range,
-        "inner_group_num": 1,
-        "intermediate_size": config.intermediate_size,
-        "layer_norm_eps": config.layer_norm_eps,
-        "max_position_embeddings": config.max_position_embeddings,
-        "model_type": "albert",
-        "num_attention_heads": config.num_heads,
-        "num_hidden_groups": config.num_hidden_groups,
-        "num_hidden_layers": config.num_layers,
-        "pad_token_id": tokens.PROTALBERT_PAD_ID,
-        "position_embedding_type": "absolute",
-        "tie_word_embeddings": True,
-        "type_vocab_size": config.type_vocab_size,
-        "vocab_size": config.vocab_size,
-        **hf_config.dtype_fields(dtype),
-        **hf_config.transformers_version(),
-    }
+    """config.json of `AlbertForMaskedLM`: BERT's fields (`protlm.hf.bert.to_hf_config`, every one
+    of them an `AlbertConfig` field too) plus ALBERT's; every Rostlab/prot_albert field, and
+    `model_type`, `architectures`, the layer-norm epsilon, the special ids and the dtype."""
+    d = hf_bert.to_hf_config(config, part, dtype)
+    d.update(architectures=[ALBERT_ARCH], model_type="albert",
+             embedding_size=config.embedding_size, num_hidden_groups=config.num_hidden_groups,
+             inner_group_num=1, pad_token_id=tokens.PROTALBERT_PAD_ID,
+             bos_token_id=tokens.PROTALBERT_CLS_ID, eos_token_id=tokens.PROTALBERT_SEP_ID)
+    return dict(sorted(d.items()))
 
 
 def from_hf_config(d: Mapping, **overrides) -> AlbertConfig:
-    """AlbertConfig of an HF ALBERT config.json dict (Rostlab's, without `model_type`, included;
-    transformers' defaults for optional fields)."""
+    """AlbertConfig of an HF ALBERT config.json dict (Rostlab's, without `model_type`, included):
+    BERT's reading with transformers' `AlbertConfig` defaults, plus ALBERT's fields."""
     hf_config.require(d, ("embedding_size", "hidden_size", "num_hidden_layers",
                           "num_attention_heads", "intermediate_size", "vocab_size"), "ALBERT")
     if int(d.get("inner_group_num", 1)) != 1:
         raise ValueError(f"ALBERT inner_group_num {d['inner_group_num']}: protlm implements 1 "
                          "(one layer per group, as every released ALBERT and ProtAlbert)")
-    if d.get("position_embedding_type", "absolute") != "absolute":
-        raise ValueError(f"ALBERT position_embedding_type {d['position_embedding_type']!r}: protlm "
-                         "implements only 'absolute'")
-    if d.get("tie_word_embeddings", True) is False:
-        raise ValueError("ALBERT config has tie_word_embeddings false; protlm's MLM decoder is "
-                         "tied to the word embeddings")
-    fields = dict(
-        vocab_size=int(d["vocab_size"]),
-        embedding_size=int(d["embedding_size"]),
-        hidden_size=int(d["hidden_size"]),
-        num_layers=int(d["num_hidden_layers"]),
-        num_hidden_groups=int(d.get("num_hidden_groups", 1)),
-        num_heads=int(d["num_attention_heads"]),
-        intermediate_size=int(d["intermediate_size"]),
-        hidden_act=str(d.get("hidden_act", "gelu_new")),   # AlbertConfig's default
-        max_position_embeddings=int(d.get("max_position_embeddings", 512)),
-        type_vocab_size=int(d.get("type_vocab_size", 2)),
-        layer_norm_eps=float(d.get("layer_norm_eps", 1e-12)),
-        dropout_rate=float(d.get("hidden_dropout_prob", 0.0)),
-        attention_dropout_rate=float(d.get("attention_probs_dropout_prob", 0.0)),
-        initializer_range=float(d.get("initializer_range", 0.02)),
-    )
-    fields.update(overrides)
+    albert_defaults = {"hidden_act": "gelu_new", "hidden_dropout_prob": 0.0,
+                       "attention_probs_dropout_prob": 0.0}
+    fields = dataclasses.asdict(hf_bert.from_hf_config({**albert_defaults, **d}))
+    fields.update(embedding_size=int(d["embedding_size"]),
+                  num_hidden_groups=int(d.get("num_hidden_groups", 1)), **overrides)
     return AlbertConfig(**fields)
 
 
@@ -222,5 +180,5 @@ def write_tokenizer(out_dir: str, config: AlbertConfig) -> list[str]:
 SPEC = HFSpec(
     model_types=("albert",), classes={"model": ALBERT_ARCH}, embed_class="AlbertModel",
     embed_part="model", rules=rules, to_hf_config=to_hf_config, from_hf_config=from_hf_config,
-    write_tokenizer=write_tokenizer, torch_inputs=torch_inputs, tied_aliases=tied_aliases,
+    write_tokenizer=write_tokenizer, torch_inputs=hf_bert.torch_inputs, tied_aliases=tied_aliases,
     dropped_keys=DROPPED_KEYS, recognizes=recognizes)

@@ -10,9 +10,13 @@ ALBERT (Lan et al. 2020; google-research/albert) is BERT with two parameter savi
   `nn.scan` with the params broadcast, so the param tree is the same either way.
 
 The MLM head maps hidden -> `embedding_size` (dense + activation + LayerNorm) and decodes with the
-128-d word embeddings (tied) plus an output bias. Rostlab's config says `hidden_act: gelu`, which
-transformers maps to the exact (erf) GELU, so protlm does too (google-research/albert's TF `gelu`
-was the tanh approximation: set `hidden_act="gelu_new"` for that). HF's `AlbertLayer` applies no
+128-d word embeddings (tied) plus an output bias. The embedding block and the head are BERT's at
+width `embedding_size` (`AlbertConfig.embedding_block`), the layer is BERT's at `hidden_size`, and
+`AlbertForMaskedLM` is `BertForMaskedLM` with ALBERT's encoder.
+
+Rostlab's config says `hidden_act: gelu`, which transformers maps to the exact (erf) GELU, so
+protlm does too (google-research/albert's TF `gelu` was the tanh approximation: set
+`hidden_act="gelu_new"` for that). HF's `AlbertLayer` applies no
 dropout to the FFN output where google-research/albert does; protlm follows the latter (ProtAlbert's
 dropouts are 0, where both agree).
 
@@ -23,84 +27,56 @@ and ProtTrans' documents are one protein each, so the order task is degenerate (
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import ClassVar
 
 import flax.linen as nn
-import jax.numpy as jnp
 
-from protlm.layers.attention import make_attention_mask
-from protlm.layers.axes import BATCH_LENGTH_EMBED, BATCH_LENGTH_VOCAB, constrain
-from protlm.layers.blocked_attention import MaskSpec
+from protlm.layers.axes import BATCH_LENGTH_EMBED, constrain
 from protlm.layers.dense import DenseGeneral, normal
-from protlm.layers.embeddings import Embed
-from protlm.layers.mlp import get_activation
-from protlm.layers.norms import LayerNorm
-from protlm.layers.repeat import check_remat_policy, repeat_shared_layer
-from protlm.models.bert import BertLayer
-from protlm.models.family import FeatureLengths, ModelConfig
+from protlm.layers.repeat import repeat_layer
+from protlm.models import bert
+from protlm.models.family import FeatureLengths
 
 
 @dataclasses.dataclass(frozen=True)
-class AlbertConfig(ModelConfig):
+class AlbertConfig(bert.BertConfig):
     """ALBERT hyperparameters (HF `AlbertConfig` names where they exist); feature lengths
-    `{"inputs": length}`. The field names BERT's layer reads (`num_heads`, `head_dim`,
-    `intermediate_size`, ...) are BertConfig's, so the shared layer is `BertLayer`."""
+    `{"inputs": length}`. BERT's fields (and their meaning) plus the factorised embedding width
+    and the number of distinct (shared) layers; defaults are Rostlab/prot_albert's."""
 
     family_name: ClassVar[str] = "albert"
 
     vocab_size: int = 34
-    embedding_size: int = 128            # width of the factorised embeddings
     hidden_size: int = 4096
     num_layers: int = 12                 # num_hidden_layers: applications of the shared layer(s)
-    num_hidden_groups: int = 1           # distinct layers; group g serves num_layers/groups repeats
     num_heads: int = 64                  # num_attention_heads
     intermediate_size: int = 16384
     hidden_act: str = "gelu"             # exact erf GELU, as HF "gelu" (Rostlab's config)
-    max_position_embeddings: int = 40000
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-    dropout_rate: float = 0.0            # hidden_dropout_prob (ProtAlbert: 0.0)
-    attention_dropout_rate: float = 0.0  # attention_probs_dropout_prob
-    initializer_range: float = 0.02
-    dtype: str = "bfloat16"
+    embedding_size: int = 128            # width of the factorised embeddings
+    num_hidden_groups: int = 1           # distinct layers; group g serves num_layers/groups repeats
     scan_layers: bool = False            # nn.scan over depth (same params as unrolled)
-    remat_policy: str = "none"
-    z_loss: float = 0.0
-    # > 0: blocked attention with query blocks of this size (see T5Config.attention_block_size).
-    attention_block_size: int = 0
-    attention_key_block_size: int = 0
 
     def __post_init__(self):
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} not divisible by num_heads "
-                             f"{self.num_heads}")
+        super().__post_init__()
         if self.num_hidden_groups < 1 or self.num_layers % self.num_hidden_groups:
             raise ValueError(f"num_layers {self.num_layers} must be a multiple of "
                              f"num_hidden_groups {self.num_hidden_groups}")
-        get_activation(self.hidden_act)
-        check_remat_policy(self.remat_policy)
-        jnp.dtype(self.dtype)
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    @property
-    def activation_dtype(self):
-        return jnp.dtype(self.dtype)
-
-    @property
-    def max_length(self) -> int:
-        return self.max_position_embeddings
 
     @property
     def repeats_per_group(self) -> int:
         return self.num_layers // self.num_hidden_groups
 
-    def _layer_matmul_params(self) -> int:
-        d, f = self.hidden_size, self.intermediate_size
-        return 4 * d * d + 2 * d * f
+    @property
+    def embedding_block(self) -> bert.BertConfig:
+        """BERT at width `embedding_size`: the config of ALBERT's embedding block and MLM head
+        (`BertEmbeddings` and `MlmHead` read only the fields set here)."""
+        return bert.BertConfig(
+            vocab_size=self.vocab_size, hidden_size=self.embedding_size, num_layers=0, num_heads=1,
+            intermediate_size=self.embedding_size, hidden_act=self.hidden_act,
+            max_position_embeddings=self.max_position_embeddings,
+            type_vocab_size=self.type_vocab_size, layer_norm_eps=self.layer_norm_eps,
+            dropout_rate=self.dropout_rate, initializer_range=self.initializer_range,
+            dtype=self.dtype)
 
     def _head_params(self) -> int:
         """MLM head: dense hidden -> embedding_size, LayerNorm, output bias (decoder tied)."""
@@ -110,7 +86,8 @@ class AlbertConfig(ModelConfig):
     def num_params(self) -> int:
         """Parameters of `AlbertForMaskedLM` (exact; equals HF's count, no pooler)."""
         d, f, e = self.hidden_size, self.intermediate_size, self.embedding_size
-        embeddings = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * e + 2 * e
+        rows = self.vocab_size + self.max_position_embeddings + self.type_vocab_size
+        embeddings = rows * e + 2 * e
         projection = e * d + d
         layer = self._layer_matmul_params() + 4 * d + f + d + 4 * d  # + biases + 2 LayerNorms
         return embeddings + projection + self.num_hidden_groups * layer + self._head_params()
@@ -123,9 +100,6 @@ class AlbertConfig(ModelConfig):
                 # Rostlab's released file: model + pooler + MLM head + sentence-order head
                 "AlbertForPreTraining": self.num_params() + pooler + 2 * d + 2}
 
-    def tokens_per_example(self, lengths: FeatureLengths) -> int:
-        return int(lengths["inputs"])
-
     def flops_per_example(self, lengths: FeatureLengths) -> float:
         """Training FLOPs of one example of `lengths["inputs"]` tokens: per token 6 x the matmul
         params *applied* (the shared layer counts `num_layers` times, plus the embedding projection,
@@ -134,41 +108,6 @@ class AlbertConfig(ModelConfig):
         matmul = (self.num_layers * self._layer_matmul_params() + e * d + d * e
                   + self.vocab_size * e)
         return float(length * (6 * matmul + 12 * self.num_layers * length * d))
-
-
-def _zero_row_0(init):
-    """HF zeroes the padding row of the word embeddings at init (`padding_idx`)."""
-    def f(key, shape, dtype=jnp.float32):
-        return init(key, shape, dtype).at[0].set(0)
-    return f
-
-
-class AlbertEmbeddings(nn.Module):
-    """word + position + token type (all 0), width `embedding_size` -> LayerNorm -> dropout."""
-
-    config: AlbertConfig
-
-    def setup(self):
-        cfg = self.config
-        emb = functools.partial(Embed, features=cfg.embedding_size, dtype=cfg.activation_dtype,
-                                embedding_init=normal(cfg.initializer_range))
-        self.word_embeddings = emb(cfg.vocab_size, axes=("vocab", "embed"),
-                                   embedding_init=_zero_row_0(normal(cfg.initializer_range)))
-        self.position_embeddings = emb(cfg.max_position_embeddings, axes=("abspos", "embed"))
-        self.token_type_embeddings = emb(cfg.type_vocab_size, axes=("token_type", "embed"))
-        self.layer_norm = LayerNorm(cfg.layer_norm_eps, dtype=cfg.activation_dtype)
-        self.dropout = nn.Dropout(cfg.dropout_rate)
-
-    def __call__(self, tokens, positions=None, deterministic=True):
-        """tokens `[batch, length]` -> `[batch, length, embedding_size]`."""
-        if positions is None:
-            if tokens.shape[-1] > self.config.max_position_embeddings:
-                raise ValueError(f"sequence length {tokens.shape[-1]} exceeds "
-                                 f"max_position_embeddings {self.config.max_position_embeddings}")
-            positions = jnp.arange(tokens.shape[-1], dtype=jnp.int32)[None, :]
-        x = (self.word_embeddings(tokens) + self.position_embeddings(positions)
-             + self.token_type_embeddings(jnp.zeros_like(tokens)))
-        return self.dropout(self.layer_norm(x), deterministic=deterministic)
 
 
 class AlbertEncoder(nn.Module):
@@ -193,67 +132,28 @@ class AlbertEncoder(nn.Module):
         x = constrain(x, BATCH_LENGTH_EMBED)
         hidden = [] if output_hidden_states else None
         for g in range(cfg.num_hidden_groups):
-            stack = repeat_shared_layer(BertLayer, cfg.repeats_per_group,
-                                        scan=cfg.scan_layers and not output_hidden_states,
-                                        remat_policy=cfg.remat_policy, num_args=1,
-                                        name=f"layer_groups_{g}")(
-                                            config=cfg, deterministic=deterministic)
+            stack = repeat_layer(bert.BertLayer, cfg.repeats_per_group,
+                                 scan=cfg.scan_layers and not output_hidden_states,
+                                 remat_policy=cfg.remat_policy, num_args=1, shared=True,
+                                 name=f"layer_groups_{g}")(config=cfg, deterministic=deterministic)
             x = stack(x, mask, hidden_states=hidden)
         if not output_hidden_states:
             return x
         return x, tuple(hidden) + (x,)
 
 
-class AlbertMlmHead(nn.Module):
-    """dense (hidden -> embedding_size) + act -> LayerNorm -> tied decoder + `bias [vocab]`."""
-
-    config: AlbertConfig
-    word_embeddings: nn.Module
-
-    @nn.compact
-    def __call__(self, x):
-        cfg = self.config
-        dt = cfg.activation_dtype
-        h = DenseGeneral(cfg.embedding_size, kernel_axes=("embed", "mlp"), use_bias=True,
-                         bias_axes=("mlp",), dtype=dt, kernel_init=normal(cfg.initializer_range),
-                         name="dense")(x)
-        h = LayerNorm(cfg.layer_norm_eps, dtype=dt, name="layer_norm")(
-            get_activation(cfg.hidden_act)(h))
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                               ("vocab",)),
-                          (cfg.vocab_size,), jnp.float32)
-        logits = jnp.asarray(self.word_embeddings.attend(h), jnp.float32) + bias
-        return constrain(logits, BATCH_LENGTH_VOCAB)
-
-
-class AlbertForMaskedLM(nn.Module):
-    """ProtAlbert with params `embeddings`, `encoder`, `mlm_head`."""
+class AlbertForMaskedLM(bert.BertForMaskedLM):
+    """ProtAlbert with params `embeddings` (BERT's block at `embedding_size`), `encoder`
+    (projection + shared layers), `mlm_head` (BERT's head at `embedding_size`: dense `transform`
+    hidden -> embedding_size, LayerNorm, tied decoder + bias). `encode` / `__call__` are BERT's."""
 
     config: AlbertConfig
 
     def setup(self):
-        self.embeddings = AlbertEmbeddings(self.config)
+        block = self.config.embedding_block
+        self.embeddings = bert.BertEmbeddings(block)
         self.encoder = AlbertEncoder(self.config)
-        self.mlm_head = AlbertMlmHead(self.config, word_embeddings=self.embeddings.word_embeddings)
-
-    def encode(self, tokens, segment_ids=None, positions=None, deterministic=True,
-               output_hidden_states=False):
-        """tokens `[batch, length]` (0 = padding) -> last layer `[batch, length, hidden]`.
-
-        Attention sees tokens != 0 within the same packing segment.
-        """
-        if self.config.attention_block_size > 0:
-            mask = MaskSpec(key_valid=tokens > 0, query_segment_ids=segment_ids,
-                            key_segment_ids=segment_ids)
-        else:
-            mask = make_attention_mask(None, tokens > 0, segment_ids, segment_ids)
-        x = self.embeddings(tokens, positions, deterministic=deterministic)
-        return self.encoder(x, mask, deterministic=deterministic,
-                            output_hidden_states=output_hidden_states)
-
-    def __call__(self, tokens, segment_ids=None, positions=None, deterministic=True):
-        """MLM logits `[batch, length, vocab]` float32."""
-        return self.mlm_head(self.encode(tokens, segment_ids, positions, deterministic))
+        self.mlm_head = bert.MlmHead(block, word_embeddings=self.embeddings.word_embeddings)
 
 
 PRESETS: dict[str, dict] = {

@@ -3,23 +3,23 @@ entry.
 
 Network and config: `protlm.models.albert`. Hugging Face conversion: `protlm.hf.albert`.
 Objective: `protalbert_mlm` (ProtBert's rule: 15 % selected, 80/10/10 [MASK]/random/unchanged, on
-ProtAlbert's ids; MLM only, no sentence-order prediction: one protein per document). Embedding:
-[CLS] residues [SEP], both specials dropped, as Rostlab's ProtAlbert notebooks do.
+ProtAlbert's ids; MLM only, no sentence-order prediction: one protein per document). Batches are
+ProtBert's (`BertFamily.batch_shapes`). Embedding: [CLS] residues [SEP], both specials dropped, as
+Rostlab's ProtAlbert notebooks do.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from protlm.data import tokens as tok
 from protlm.models import albert
-from protlm.models.bert_family import mlm_batch_shapes
-from protlm.models.family import Family
+from protlm.models.bert_family import BertFamily
 from protlm.models.model import MaskedLMModel
 
 
-class AlbertFamily(Family):
+class AlbertFamily(BertFamily):
     """ProtAlbert (factorised embeddings, one shared layer, MLM head; HF `AlbertForMaskedLM`)."""
 
     name = "albert"
@@ -30,12 +30,6 @@ class AlbertFamily(Family):
 
     def model(self, config):
         return MaskedLMModel(config, albert.AlbertForMaskedLM(config), tok.PROTALBERT_MASK_ID)
-
-    def batch_shapes(self, config, lengths, batch_size, pack):
-        return mlm_batch_shapes(lengths, batch_size, pack)
-
-    def feature_lengths(self, batch_shapes: Mapping) -> dict[str, int]:
-        return {"inputs": int(np.shape(batch_shapes["encoder_input_tokens"])[1])}
 
     def array_batch(self, sequences: Sequence[str], lengths, seed: int = 0):
         from protlm.data import arrays  # noqa: PLC0415
