@@ -27,6 +27,7 @@ HF = [
     "transformers>=5.0,<6",
     "safetensors>=0.4.5",
     "sentencepiece>=0.2.0,<0.3",
+    "tokenizers>=0.23.1,<0.24",     # tokenizer.json of exported ProtAlbert (protlm/hf/albert.py)
     "protobuf>=4.25",
 ]
 EVAL = [

@@ -124,10 +124,14 @@ def recognizes(d: Mapping) -> bool:
 
 
 # ------------------------------------------------------------------------------------ tokenizer
+def _is_control(token: str) -> bool:
+    """Special and reserved pieces (stored as they are; residues are stored as `▁X`)."""
+    return token in tokens.PROTALBERT_SPECIAL_TOKENS or token.startswith("<reserved_")
+
+
 def protalbert_sentencepiece_model() -> bytes:
     """`spiece.model` of `protlm.data.tokens.PROTALBERT_TOKENS` (34 pieces, same ids)."""
-    specials = {i: t for i, t in enumerate(tokens.PROTALBERT_TOKENS)
-                if t in tokens.PROTALBERT_SPECIAL_TOKENS or t.startswith("<reserved_")}
+    specials = {i: t for i, t in enumerate(tokens.PROTALBERT_TOKENS) if _is_control(t)}
     return tokenizers.unigram_sentencepiece_model(
         tokens.PROTALBERT_TOKENS, specials, unk_id=tokens.PROTALBERT_UNK_ID,
         pad_id=tokens.PROTALBERT_PAD_ID)
@@ -139,8 +143,7 @@ def protalbert_tokenizer_json() -> str:
     from tokenizers import Tokenizer, decoders, pre_tokenizers, processors  # noqa: PLC0415
     from tokenizers.models import Unigram  # noqa: PLC0415
 
-    vocab = [(t, 0.0) if t in tokens.PROTALBERT_SPECIAL_TOKENS or t.startswith("<reserved_")
-             else (tokenizers.SPIECE_UNDERLINE + t, -float(i))
+    vocab = [(t, 0.0) if _is_control(t) else (tokenizers.SPIECE_UNDERLINE + t, -float(i))
              for i, t in enumerate(tokens.PROTALBERT_TOKENS)]
     tok = Tokenizer(Unigram(vocab, unk_id=tokens.PROTALBERT_UNK_ID, byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.Sequence([

@@ -98,6 +98,11 @@ def test_padding_and_packing(tiny, np_rng):
     test_bert.test_padding_and_packing(tiny, np_rng)
 
 
+def test_blocked_attention_matches_dense(tiny, np_rng):
+    """What protlm.embed switches to for proteins longer than 8,192 tokens."""
+    test_bert.test_blocked_attention_matches_dense(tiny, np_rng)
+
+
 def test_hidden_states_one_per_application(tiny, np_rng):
     cfg, model, p = tiny
     tokens = bert_batch(np_rng)["encoder_input_tokens"]
