@@ -94,7 +94,7 @@ def init_state(model, tx, batch_shapes, shardings: TrainState, mesh, rules, seed
         return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
                           carry=None if carry is None else nn.meta.unbox(carry))
 
-    with mesh, nn.logical_axis_rules(rules):
+    with partitioning.activate(mesh, rules):
         fn = jax.jit(make, out_shardings=shardings,
                      in_shardings=(None, None if params is None else shardings.params))
         return fn(jax.random.key(seed), params)

@@ -203,7 +203,7 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
             return evaluate(model, eval_fn, params, data, per_host, batch_size,
                             evaluation.num_batches, batch_sharding(mesh), fresh_carry())
 
-        with mesh, nn.logical_axis_rules(rules):
+        with partitioning.activate(mesh, rules):
             result = _loop(model, state, step_fn, run_eval, stream, saver, writer, preemption, perf,
                            train_steps=train_steps, batch_size=batch_size,
                            rng=jax.random.key(seed, impl=prng_impl),
