@@ -80,6 +80,17 @@ def linear_warmup_linear_decay(peak_value: float, warmup_steps: int, total_steps
         [warmup_steps])
 
 
+def warmup_cosine_schedule(peak_value: float, warmup_steps: int, total_steps: int,
+                           end_value: float = 0.0) -> Schedule:
+    """Transformer-XL's schedule (`--scheduler cosine --warmup_step N`): linear warm-up to
+    ``peak_value``, then cosine annealing to ``end_value`` (``eta_min``) at ``total_steps``."""
+    if total_steps <= warmup_steps:
+        raise ValueError(f"warmup_cosine_schedule: total_steps ({total_steps}) must exceed "
+                         f"warmup_steps ({warmup_steps})")
+    return optax.warmup_cosine_decay_schedule(0.0, peak_value, warmup_steps, total_steps,
+                                              end_value)
+
+
 # ----------------------------------------------------------------------------- optimizers
 def decay_mask(params) -> object:
     """Weight-decay mask: decay matrices and embeddings, not biases or norm scales (BERT)."""
