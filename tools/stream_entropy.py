@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     config = checkpoints.load_config(model_dir)
     model = models.get_model(config)
     counts = np.zeros(config.vocab_size, np.int64)
-    it = source("validation", batch_size, 0, 0, 1, True)
+    it = source("validation", batch_size, 0, 1, True)
     for _ in range(num_batches):
         batch = next(it)
         targets = np.asarray(batch[model.target_key])

@@ -1,12 +1,13 @@
 """Batch sources of the recurrent families: parallel protein streams (no TensorFlow, no seqio).
 
 `CausalLMStreamSource` (ProtTXL) and `PermutationLMStreamSource` (ProtXLNet) are called like
-every protlm batch source, `source(split, batch_size, start_batch, shard_index, num_shards,
-repeat)`, and yield per-host numpy batches in which row `i` of batch `t+1` continues row `i` of
-batch `t` (`protlm.data.streams`). A resumed run (`start_batch = k`) replays the first `k` steps'
-record requests without building batches, so it reads exactly the rows an uninterrupted run
-reads; together with the memory saved in the checkpoint (`TrainState.carry`) the run continues as
-if never stopped. Each host reads its own share of the files (or records) and fills its own rows.
+every protlm batch source, `source(split, batch_size, shard_index, num_shards, repeat)`, and
+return a `RowStream` of per-host numpy batches in which row `i` of batch `t+1` continues row `i`
+of batch `t` (`protlm.data.streams`). The stream is a `protlm.checkpoints.DataStream`: it saves
+its rows' buffered tokens and the record stream's position with each checkpoint and restores
+them on resume (nothing consumed is re-read), so together with the memory saved in the
+checkpoint (`TrainState.carry`) a resumed run continues as if never stopped. Each host reads its
+own share of the files (or records) and fills its own rows.
 
 From gin:
     trainer.train.data = @stream_sources.CausalLMStreamSource()
@@ -15,8 +16,11 @@ From gin:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-from collections.abc import Iterator, Mapping
+import os
+import pathlib
+from collections.abc import Callable, Mapping
 from typing import Optional
 
 import numpy as np
@@ -24,7 +28,7 @@ import numpy as np
 from protlm.data import causal_lm, plm
 from protlm.data import splits as splits_lib
 from protlm.data import tokens as tok
-from protlm.data.streams import ProteinStreams, protein_records
+from protlm.data.streams import ProteinRecords, ProteinStreams
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +36,6 @@ log = logging.getLogger(__name__)
 def _default_pattern(pattern: Optional[str]) -> str:
     if pattern:
         return pattern
-    import os  # noqa: PLC0415
-    import pathlib  # noqa: PLC0415
-
     env = os.environ.get("PROTLM_FASTA_PATTERN")
     if env:
         return env
@@ -61,24 +62,20 @@ class _StreamSource:
     validation_fraction: float = splits_lib.DEFAULT_VALIDATION_FRACTION
     seed: int = 0
 
-    def _streams(self, split, batch_size, shard_index, num_shards, repeat, encode, separator,
-                 reverse_rows=()):
-        records = protein_records(_default_pattern(self.fasta_pattern), split,
-                                  self.validation_fasta_pattern, self.validation_fraction,
-                                  shard_index, num_shards, self.seed, repeat)
-        return ProteinStreams(records, batch_size, encode, separator, reverse_rows)
+    def _open(self, split, batch_size, shard_index, num_shards, repeat, encode, separator,
+              batch_fn: Callable[[ProteinStreams, int], dict], reverse_rows=()) -> "RowStream":
+        pattern = _default_pattern(self.fasta_pattern)
 
-    def _batches(self, streams, batch_fn, advance_fn, start_batch: int
-                 ) -> Iterator[dict[str, np.ndarray]]:
-        for step in range(start_batch):     # replay the record requests (reading + tokenising)
-            advance_fn(streams, step)
-        if start_batch:
-            log.info("stream resumed at batch %d (%d proteins re-read)", start_batch,
-                     streams.proteins_read)
-        step = start_batch
-        while True:
-            yield batch_fn(streams, step)
-            step += 1
+        def make(position=None):
+            records = ProteinRecords(pattern, split, self.validation_fasta_pattern,
+                                     self.validation_fraction, shard_index, num_shards, self.seed,
+                                     repeat, position)
+            return records, ProteinStreams(records, batch_size, encode, separator, reverse_rows)
+
+        description = {"source": type(self).__name__, "split": split, "batch_size": batch_size,
+                       "shard_index": shard_index, "num_shards": num_shards, "seed": self.seed,
+                       "fasta_pattern": pattern, "lengths": self.lengths()}
+        return RowStream(make, batch_fn, description)
 
     def batch_shapes(self, model_config, batch_size: int) -> dict:
         """Shapes of a batch without reading data (dry runs), as the model's family has them."""
@@ -96,13 +93,11 @@ class CausalLMStreamSource(_StreamSource):
     """ProtTXL batches: `decoder_input_tokens`, `decoder_target_tokens`, `decoder_loss_weights`
     (`protlm.data.causal_lm`), proteins separated by `<eos>`."""
 
-    def __call__(self, split, batch_size, start_batch=0, shard_index=0, num_shards=1,
-                 repeat=True) -> Iterator[dict[str, np.ndarray]]:
-        streams = self._streams(split, batch_size, shard_index, num_shards, repeat,
-                                tok.encode_prottxl, tok.PROTTXL_EOS_ID)
+    def __call__(self, split, batch_size, shard_index=0, num_shards=1,
+                 repeat=True) -> "RowStream":
         length = int(self.feature_lengths["inputs"])
-        return self._batches(streams, lambda s, t: causal_lm.stream_batch(s, t, length),
-                             lambda s, t: causal_lm.advance(s, t, length), start_batch)
+        return self._open(split, batch_size, shard_index, num_shards, repeat, tok.encode_prottxl,
+                          tok.PROTTXL_EOS_ID, lambda s, t: causal_lm.stream_batch(s, t, length))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,15 +124,72 @@ class PermutationLMStreamSource(_StreamSource):
     def lengths(self) -> dict[str, int]:
         return {"inputs": int(self.feature_lengths["inputs"]), "targets": self.num_predict}
 
-    def __call__(self, split, batch_size, start_batch=0, shard_index=0, num_shards=1,
-                 repeat=True) -> Iterator[dict[str, np.ndarray]]:
+    def __call__(self, split, batch_size, shard_index=0, num_shards=1,
+                 repeat=True) -> "RowStream":
         cfg = self.plm_config()
         reverse = plm.bi_data_rows(batch_size, cfg.bi_data)
-        streams = self._streams(split, batch_size, shard_index, num_shards, repeat,
-                                tok.encode_protxlnet, tok.PROTXLNET_EOD_ID, reverse)
         first_row = shard_index * batch_size
 
         def batch(s, t):
             return plm.stream_batch(s, t, cfg, self.seed, first_row, reverse)
 
-        return self._batches(streams, batch, lambda s, t: plm.advance(s, t, cfg), start_batch)
+        return self._open(split, batch_size, shard_index, num_shards, repeat,
+                          tok.encode_protxlnet, tok.PROTXLNET_EOD_ID, batch, reverse)
+
+
+class RowStream:
+    """Batches `t, t+1, ...` of parallel protein streams; a `protlm.checkpoints.DataStream`.
+
+    Args:
+      make: `make(position)` -> `(ProteinRecords, ProteinStreams)` opened at a record position
+        (None: the split's start).
+      batch_fn: `batch_fn(streams, t)` -> batch `t` (advances the rows).
+      description: what the stream is (a saved position fits only the same description).
+    """
+
+    STATE_FILE = "row_streams.npz"
+    POSITION_FILE = "record_position.json"
+
+    def __init__(self, make, batch_fn, description: dict):
+        self._make, self._batch_fn, self.description = make, batch_fn, description
+        self._records, self._streams = make(None)
+        self.batches_consumed = 0
+
+    def __iter__(self) -> "RowStream":
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        batch = self._batch_fn(self._streams, self.batches_consumed)
+        self.batches_consumed += 1
+        return batch
+
+    def save(self, directory: str) -> None:
+        """The rows' buffered tokens and the record position (temporary names, then renamed)."""
+        out = pathlib.Path(directory)
+        tmp = out / f".{self.STATE_FILE}.tmp-{os.getpid()}.npz"
+        np.savez(tmp, **self._streams.state())
+        os.replace(tmp, out / self.STATE_FILE)
+        tmp = out / f".{self.POSITION_FILE}.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(self._records.position, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, out / self.POSITION_FILE)
+
+    def restore(self, directory: str, batches_consumed: int) -> None:
+        """Reopen the records at the saved position and set the rows to the saved tokens.
+
+        Raises:
+          protlm.checkpoints.DataStateError: the files are missing or do not fit this stream.
+        """
+        from protlm.checkpoints import DataStateError  # noqa: PLC0415
+
+        where = pathlib.Path(directory)
+        try:
+            position = json.loads((where / self.POSITION_FILE).read_text(encoding="utf-8"))
+            with np.load(where / self.STATE_FILE) as f:
+                state = {k: f[k] for k in f.files}
+            self._records, self._streams = self._make(position)
+            self._streams.load_state(state)
+        except (OSError, ValueError, KeyError) as e:
+            raise DataStateError(f"row streams in {where}: {e}") from None
+        self.batches_consumed = int(batches_consumed)
+        log.info("row streams resumed at batch %d (%d proteins read before)", batches_consumed,
+                 self._streams.proteins_read)

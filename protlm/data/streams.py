@@ -10,10 +10,11 @@ A protein corpus does not fit in memory, so the rows are filled on demand: every
 concatenation of whole proteins, each followed by the family's separator (Transformer-XL's
 `<eos>`, XLNet's `<eod>`: one protein per document), and whenever a row needs more tokens it takes
 the next protein of one shared record stream. Given the same record stream and the same sequence
-of requests the assignment is deterministic, so a resumed run rebuilds exactly the rows an
-uninterrupted one has (`skip` replays the requests, reading records without building batches).
+of requests the assignment is deterministic; the rows' buffered tokens (`ProteinStreams.state`)
+and the record stream's position (`ProteinRecords.position`) are all a checkpoint needs to resume
+exactly, without re-reading what was consumed.
 
-The record stream (`protein_records`) is one host's share: every `num_shards`-th file when there
+The record stream (`ProteinRecords`) is one host's share: every `num_shards`-th file when there
 are at least as many files as hosts, else every `num_shards`-th record; train files are visited in
 a seeded order per epoch, records in file order (Transformer-XL's corpus order; no example
 shuffle, which would break the continuation). Without a separate validation pattern the splits are
@@ -21,7 +22,7 @@ the hash-of-id held-out split of the train files (`protlm.data.splits`), as the 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -33,48 +34,77 @@ class StreamExhausted(RuntimeError):
     """A one-pass record stream ran out before the rows were filled."""
 
 
-def protein_records(train_pattern: str | Sequence[str], split: str = "train",
-                    validation_pattern: str | Sequence[str] | None = None,
-                    validation_fraction: float = splits_lib.DEFAULT_VALIDATION_FRACTION,
-                    shard_index: int = 0, num_shards: int = 1, seed: int = 0,
-                    repeat: bool = True) -> Iterator[str]:
+class ProteinRecords:
     """Residue strings of one host's share of a split (see the module doc), epoch after epoch.
+
+    An iterator whose `position` (epoch, file, records read in that file, records counted for
+    record-level sharding) restores it exactly: `ProteinRecords(..., position=p)` skips the
+    already-read records of one file only, so resuming does not re-read the epoch.
 
     Raises:
       FileNotFoundError: a pattern matches no file.
       StreamExhausted: (on iteration) the share holds no record at all.
     """
-    if split not in ("train", "validation"):
-        raise ValueError(f"unknown split {split!r}; expected 'train' or 'validation'")
-    if not 0 <= shard_index < num_shards:
-        raise ValueError(f"shard_index {shard_index} not in [0, num_shards={num_shards})")
-    own_files = split == "validation" and validation_pattern
-    files = expand_paths(validation_pattern if own_files else train_pattern)
-    keep = None if (own_files or validation_pattern) else split
-    by_file = len(files) >= num_shards
-    if by_file:
-        files = files[shard_index::num_shards]
-    epoch = 0
-    while True:
-        order = files
-        if split == "train" and len(files) > 1:
-            order = [files[i] for i in np.random.default_rng([seed, epoch]).permutation(len(files))]
-        count = kept = 0
-        for path in order:
-            for rec in read_fasta(path):
-                if keep is not None and splits_lib.split_of(rec.id, validation_fraction) != keep:
-                    continue
-                count += 1
-                if by_file or (count - 1) % num_shards == shard_index:
-                    kept += 1
-                    yield rec.sequence
-        if kept == 0:
-            raise StreamExhausted(f"no {split} records for shard {shard_index}/{num_shards} in "
-                                  f"{files[:3]}{' ...' if len(files) > 3 else ''}; use fewer "
-                                  "hosts or more files, or set a validation pattern")
-        epoch += 1
-        if not repeat:
-            return
+
+    def __init__(self, train_pattern: str | Sequence[str], split: str = "train",
+                 validation_pattern: str | Sequence[str] | None = None,
+                 validation_fraction: float = splits_lib.DEFAULT_VALIDATION_FRACTION,
+                 shard_index: int = 0, num_shards: int = 1, seed: int = 0,
+                 repeat: bool = True, position: Mapping[str, int] | None = None):
+        if split not in ("train", "validation"):
+            raise ValueError(f"unknown split {split!r}; expected 'train' or 'validation'")
+        if not 0 <= shard_index < num_shards:
+            raise ValueError(f"shard_index {shard_index} not in [0, num_shards={num_shards})")
+        own_files = split == "validation" and validation_pattern
+        files = expand_paths(validation_pattern if own_files else train_pattern)
+        self._keep = None if (own_files or validation_pattern) else split
+        self._by_file = len(files) >= num_shards
+        self._files = files[shard_index::num_shards] if self._by_file else files
+        self._split, self._fraction, self._seed, self._repeat = split, validation_fraction, seed, repeat
+        self._shard, self._num_shards = shard_index, num_shards
+        self.position = {"epoch": 0, "file": 0, "in_file": 0, "count": 0, "kept": 0}
+        self.position.update(position or {})
+        self._it = self._generate()
+
+    def _order(self, epoch: int) -> list[str]:
+        if self._split == "train" and len(self._files) > 1:
+            perm = np.random.default_rng([self._seed, epoch]).permutation(len(self._files))
+            return [self._files[i] for i in perm]
+        return self._files
+
+    def _generate(self) -> Iterator[str]:
+        pos = self.position
+        while True:
+            order = self._order(pos["epoch"])
+            while pos["file"] < len(order):
+                skip = pos["in_file"]
+                for i, rec in enumerate(read_fasta(order[pos["file"]])):
+                    if i < skip:
+                        continue
+                    pos["in_file"] = i + 1
+                    if self._keep is not None and splits_lib.split_of(
+                            rec.id, self._fraction) != self._keep:
+                        continue
+                    pos["count"] += 1
+                    if self._by_file or (pos["count"] - 1) % self._num_shards == self._shard:
+                        pos["kept"] += 1
+                        yield rec.sequence
+                pos["file"], pos["in_file"] = pos["file"] + 1, 0
+            if pos["kept"] == 0:
+                files = self._files
+                raise StreamExhausted(
+                    f"no {self._split} records for shard {self._shard}/{self._num_shards} in "
+                    f"{files[:3]}{' ...' if len(files) > 3 else ''}; use fewer hosts or more "
+                    "files, or set a validation pattern")
+            pos.update(epoch=pos["epoch"] + 1, file=0, in_file=0, count=0, kept=0)
+            if not self._repeat:
+                return
+
+    def __iter__(self) -> "ProteinRecords":
+        return self
+
+    def __next__(self) -> str:
+        return next(self._it)
 
 
 class ProteinStreams:
@@ -85,7 +115,7 @@ class ProteinStreams:
     `release(row, upto)` forgets the tokens before `upto`.
 
     Args:
-      records: residue strings (`protein_records`).
+      records: residue strings (`ProteinRecords`).
       rows: number of streams (this host's batch rows).
       encode: residues -> int32 ids.
       separator: id appended after every protein.
@@ -142,3 +172,26 @@ class ProteinStreams:
         self._tokens[row] = self._tokens[row][drop:]
         self._parity[row] = self._parity[row][drop:]
         self._base[row] += drop
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The rows' buffered tokens and counters (numpy arrays: `np.savez`-able)."""
+        out = {"base": np.asarray(self._base, np.int64), "docs": np.asarray(self._docs, np.int64),
+               "proteins_read": np.asarray(self.proteins_read, np.int64)}
+        for r in range(self.rows):
+            out[f"tokens_{r}"], out[f"parity_{r}"] = self._tokens[r], self._parity[r]
+        return out
+
+    def load_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Set the rows to a `state()` of streams with as many rows.
+
+        Raises:
+          ValueError: the state has another number of rows.
+        """
+        if len(state["base"]) != self.rows:
+            raise ValueError(f"saved stream state has {len(state['base'])} rows, this stream "
+                             f"{self.rows}: resume with the same per-host batch size")
+        self._base = [int(b) for b in state["base"]]
+        self._docs = [int(d) for d in state["docs"]]
+        self.proteins_read = int(state["proteins_read"])
+        self._tokens = [np.asarray(state[f"tokens_{r}"], np.int32) for r in range(self.rows)]
+        self._parity = [np.asarray(state[f"parity_{r}"], np.int8) for r in range(self.rows)]

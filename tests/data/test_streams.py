@@ -8,7 +8,7 @@ import pytest
 from protlm.data import causal_lm, plm, splits
 from protlm.data import tokens as tok
 from protlm.data.stream_sources import CausalLMStreamSource, PermutationLMStreamSource
-from protlm.data.streams import ProteinStreams, StreamExhausted, protein_records
+from protlm.data.streams import ProteinStreams, StreamExhausted, ProteinRecords
 
 RESIDUES = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
 
@@ -35,7 +35,7 @@ def _row_tokens(batches, key="decoder_input_tokens"):
 def test_txl_rows_continue_and_hold_whole_proteins(fasta):
     pattern, records = fasta
     source = CausalLMStreamSource({"inputs": 16}, fasta_pattern=pattern, validation_fraction=0.2)
-    it = source("train", 4, 0, 0, 1, True)
+    it = source("train", 4, 0, 1, True)
     batches = [next(it) for _ in range(12)]
     for a, b in zip(batches, batches[1:]):   # row i of step t+1 continues row i of step t
         np.testing.assert_array_equal(b["decoder_input_tokens"][:, 0], a["decoder_target_tokens"][:, -1])
@@ -52,27 +52,38 @@ def test_txl_rows_continue_and_hold_whole_proteins(fasta):
     assert len(seen) > 10
 
 
-def test_resume_at_any_batch_equals_the_uninterrupted_stream(fasta):
+def test_restored_position_continues_the_uninterrupted_stream(fasta, tmp_path):
     pattern, _ = fasta
+    steps = 140      # > 1 epoch of the two files: the saved positions cross files and epochs
     for source in (CausalLMStreamSource({"inputs": 16}, fasta_pattern=pattern),
                    PermutationLMStreamSource({"inputs": 24}, fasta_pattern=pattern, reuse_len=12,
                                              perm_size=6, num_predict=4, bi_data=True)):
-        it = source("train", 4, 0, 0, 1, True)
-        full = [next(it) for _ in range(9)]
-        for start in (1, 5):
-            resumed = source("train", 4, start, 0, 1, True)
-            for t in range(start, 9):
+        full = source("train", 4, 0, 1, True)
+        batches, positions = [], {}
+        for t in range(steps):
+            if t in (1, 50, 125):
+                where = tmp_path / f"{type(source).__name__}_{t}"
+                where.mkdir()
+                full.save(str(where))
+                positions[t] = where
+            batches.append(next(full))
+        assert full._records.position["epoch"] >= 1, "the test must cross epochs"
+        for start, where in positions.items():
+            resumed = source("train", 4, 0, 1, True)
+            resumed.restore(str(where), start)
+            assert resumed.batches_consumed == start
+            for t in range(start, min(start + 8, steps)):
                 got = next(resumed)
-                for k in full[t]:
-                    np.testing.assert_array_equal(got[k], full[t][k], err_msg=f"{k} step {t}")
+                for k in batches[t]:
+                    np.testing.assert_array_equal(got[k], batches[t][k], err_msg=f"{k} step {t}")
 
 
 def test_hosts_read_disjoint_shares(fasta):
     pattern, _ = fasta
-    a = list(_take(protein_records(pattern, shard_index=0, num_shards=2, repeat=False)))
-    b = list(_take(protein_records(pattern, shard_index=1, num_shards=2, repeat=False)))
+    a = list(_take(ProteinRecords(pattern, shard_index=0, num_shards=2, repeat=False)))
+    b = list(_take(ProteinRecords(pattern, shard_index=1, num_shards=2, repeat=False)))
     assert a and b and not set(a) & set(b)
-    three = [set(_take(protein_records(pattern, shard_index=i, num_shards=3, repeat=False)))
+    three = [set(_take(ProteinRecords(pattern, shard_index=i, num_shards=3, repeat=False)))
              for i in range(3)]                  # fewer files than hosts: by record
     assert sum(map(len, three)) == len(set.union(*three)) == len(a) + len(b)
 
@@ -86,8 +97,8 @@ def _take(it, n=10_000):
 
 def test_validation_split_is_the_hash_held_out_part(fasta):
     pattern, records = fasta
-    val = set(protein_records(pattern, "validation", validation_fraction=0.2, repeat=False))
-    train = set(protein_records(pattern, "train", validation_fraction=0.2, repeat=False))
+    val = set(ProteinRecords(pattern, "validation", validation_fraction=0.2, repeat=False))
+    train = set(ProteinRecords(pattern, "train", validation_fraction=0.2, repeat=False))
     assert val == {s for i, s in records.items() if splits.split_of(i, 0.2) == "validation"}
     assert val and not val & train
 
@@ -98,7 +109,7 @@ def test_one_pass_stream_ends_cleanly(fasta):
     with pytest.raises(StreamExhausted):
         streams.window(0, 0, 10)
     with pytest.raises(ValueError, match="shard_index"):
-        next(protein_records(pattern, shard_index=2, num_shards=2))
+        next(ProteinRecords(pattern, shard_index=2, num_shards=2))
 
 
 def test_xlnet_example_layout(fasta):
@@ -106,7 +117,7 @@ def test_xlnet_example_layout(fasta):
     cfg = plm.PLMConfig(seq_len=32, reuse_len=16, perm_size=8, num_predict=6, bi_data=True)
     source = PermutationLMStreamSource({"inputs": 32}, fasta_pattern=pattern, reuse_len=16,
                                        perm_size=8, num_predict=6)
-    it = source("train", 4, 0, 0, 1, True)
+    it = source("train", 4, 0, 1, True)
     b0, b1 = next(it), next(it)
     assert b0["reverse"][:, 0].tolist() == [0, 0, 1, 1]
     for row in range(4):
