@@ -44,10 +44,14 @@ def compare(model_dir: pathlib.Path, hf_dir: pathlib.Path, segments: int, rows: 
         export.export_checkpoint(str(model_dir), str(hf_dir))
     family = models.get_family(config)
     model, spec = family.model(config), family.hf()
-    hf = transformers.XLNetLMHeadModel.from_pretrained(hf_dir, dtype=torch.float32).eval()
     source, _, _ = _gin_source(model_dir)
     stream = source("validation", rows, 0, 1, True)
     batches = [next(stream) for _ in range(segments)]
+    # XLNet's bi_data rows (the second half read backwards, `reverse`) need transformers'
+    # bi_data=True, which splits the batch the same way; the exported config has False.
+    bi_data = bool(np.asarray(batches[0].get("reverse", 0)).any())
+    hf = transformers.XLNetLMHeadModel.from_pretrained(hf_dir, dtype=torch.float32,
+                                                       bi_data=bi_data).eval()
     carry = nn.meta.unbox(model.init_carry(batches[0]))
     forward = jax.jit(model.forward)
     mems, diffs = None, []
@@ -62,7 +66,7 @@ def compare(model_dir: pathlib.Path, hf_dir: pathlib.Path, segments: int, rows: 
         diffs.append(float(np.abs(np.asarray(logits) - out.logits.numpy())[weights].max()))
     return {"model_dir": str(model_dir), "hf_dir": str(hf_dir), "family": family.name,
             "transformers": transformers.__version__, "segments": segments, "rows": rows,
-            "mem_len": config.mem_len, "max_abs_logit_diff_per_segment": diffs}
+            "mem_len": config.mem_len, "bi_data": bi_data, "max_abs_logit_diff_per_segment": diffs}
 
 
 def main(argv=None) -> int:
