@@ -11,6 +11,8 @@ residue composition is below it.
 from __future__ import annotations
 
 import argparse
+import collections
+import importlib.util
 import json
 import pathlib
 import sys
@@ -31,9 +33,13 @@ def _gin_source(model_dir: pathlib.Path):
 
 
 def unigram_entropy(counts: np.ndarray) -> float:
-    """Entropy (nats) of the empirical distribution `counts / counts.sum()`."""
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
+    """Entropy (nats) of the empirical distribution `counts / counts.sum()`
+    (`tools/residue_entropy.py`'s `entropy_nats`, one implementation)."""
+    spec = importlib.util.spec_from_file_location(
+        "residue_entropy", pathlib.Path(__file__).with_name("residue_entropy.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return float(mod.entropy_nats(collections.Counter(dict(enumerate(counts.tolist())))))
 
 
 def main(argv=None) -> int:
