@@ -321,7 +321,7 @@ def embed_batches(loaded: LoadedModel, forward, records: list, max_tokens_per_ba
 
     tokenized = [loaded.family.tokenize(r.sequence) for r in records]
     for length, rows, idx in plan_batches([len(t) for t, _ in tokenized], max_tokens_per_batch, loaded.max_tokens):
-        tokens = np.zeros((rows, length), np.int32)  # [B, L]
+        tokens = np.full((rows, length), loaded.family.pad_id, np.int32)  # [B, L]
         mask = np.zeros((rows, length), bool)  # [B, L], True on residues
         for r, i in enumerate(idx):
             t, off = tokenized[i]
