@@ -16,13 +16,12 @@ its sizes and whose `encoder_part` is the part held (embed runs it; export write
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
 
-from protlm.data import tokens
 from protlm.hf import bert
-from protlm.hf import config as hf_config
 from protlm.hf.mapping import Rule
 from protlm.hf.spec import HFSpec
 from protlm.models.electra import PARTS, ElectraConfig
@@ -79,30 +78,12 @@ def tied_aliases(config: ElectraConfig, part: str = "discriminator") -> dict[str
 
 # ------------------------------------------------------------------------------------ config.json
 def to_hf_config(config: ElectraConfig, part: str = "discriminator", dtype: str = "float32") -> dict:
-    """config.json of one part (Rostlab's prot_electra_*_bfd fields, plus model_type and dtype)."""
-    tower = config.tower_config(part)
-    return {
-        "architectures": [CLASSES[part]],
-        "attention_probs_dropout_prob": config.attention_dropout_rate,
-        "embedding_size": config.embedding_size,
-        "hidden_act": config.hidden_act,
-        "hidden_dropout_prob": config.dropout_rate,
-        "hidden_size": tower.hidden_size,
-        "initializer_range": config.initializer_range,
-        "intermediate_size": tower.intermediate_size,
-        "layer_norm_eps": config.layer_norm_eps,
-        "max_position_embeddings": config.max_position_embeddings,
-        "model_type": "electra",
-        "num_attention_heads": tower.num_heads,
-        "num_hidden_layers": tower.num_layers,
-        "pad_token_id": tokens.PROTBERT_PAD_ID,
-        "position_embedding_type": "absolute",
-        "tie_word_embeddings": True,
-        "type_vocab_size": config.type_vocab_size,
-        "vocab_size": config.vocab_size,
-        **hf_config.dtype_fields(dtype),
-        **hf_config.transformers_version(),
-    }
+    """config.json of one part: its encoder's BERT fields (Rostlab's prot_electra_*_bfd fields),
+    the shared embedding width, `model_type` and the dtype."""
+    d = bert.to_hf_config(config.tower_config(part), dtype=dtype)
+    d.update(architectures=[CLASSES[part]], model_type="electra",
+             embedding_size=config.embedding_size)
+    return dict(sorted(d.items()))
 
 
 def part_of_config(d: Mapping) -> str:
@@ -111,35 +92,16 @@ def part_of_config(d: Mapping) -> str:
 
 
 def from_hf_config(d: Mapping, **overrides) -> ElectraConfig:
-    """ElectraConfig of one part's config.json (transformers' defaults for optional fields): both
-    networks get the file's sizes, `encoder_part` is the part the file describes."""
-    hf_config.require(d, ("hidden_size", "num_hidden_layers", "num_attention_heads",
-                          "intermediate_size", "vocab_size"), "ELECTRA")
-    if d.get("position_embedding_type", "absolute") != "absolute":
-        raise ValueError(f"ELECTRA position_embedding_type {d['position_embedding_type']!r}: "
-                         "protlm implements only 'absolute'")
-    if d.get("tie_word_embeddings", True) is False:
-        raise ValueError("ELECTRA config has tie_word_embeddings false; protlm's generator "
-                         "decoder is tied to the word embeddings")
-    sizes = {}
+    """ElectraConfig of one part's config.json: its encoder read as BERT's (the same fields, checks
+    and transformers defaults) for both networks, `embedding_size` (default 128, as transformers),
+    and `encoder_part` = the part the file describes."""
+    encoder = bert.from_hf_config(d)
+    names = {f.name for f in dataclasses.fields(ElectraConfig)}
+    fields = {k: v for k, v in dataclasses.asdict(encoder).items() if k in names}
     for part in PARTS:
-        sizes.update({f"{part}_hidden_size": int(d["hidden_size"]),
-                      f"{part}_num_layers": int(d["num_hidden_layers"]),
-                      f"{part}_num_heads": int(d["num_attention_heads"]),
-                      f"{part}_intermediate_size": int(d["intermediate_size"])})
-    fields = dict(
-        vocab_size=int(d["vocab_size"]),
-        embedding_size=int(d.get("embedding_size", 128)),
-        hidden_act=str(d.get("hidden_act", "gelu")),
-        max_position_embeddings=int(d.get("max_position_embeddings", 512)),
-        type_vocab_size=int(d.get("type_vocab_size", 2)),
-        layer_norm_eps=float(d.get("layer_norm_eps", 1e-12)),
-        dropout_rate=float(d.get("hidden_dropout_prob", 0.1)),
-        attention_dropout_rate=float(d.get("attention_probs_dropout_prob", 0.1)),
-        initializer_range=float(d.get("initializer_range", 0.02)),
-        encoder_part=part_of_config(d),
-        **sizes,
-    )
+        fields.update({f"{part}_{n}": getattr(encoder, n) for n in
+                       ("hidden_size", "num_layers", "num_heads", "intermediate_size")})
+    fields.update(embedding_size=int(d.get("embedding_size", 128)), encoder_part=part_of_config(d))
     fields.update(overrides)
     return ElectraConfig(**fields)
 

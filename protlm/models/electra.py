@@ -93,6 +93,7 @@ class ElectraConfig(ModelConfig):
     # ---- objective (google-research/electra configure_pretraining defaults) ----
     generator_weight: float = 1.0        # gen_weight: the generator's MLM loss
     discriminator_weight: float = 50.0   # disc_weight: the replaced-token-detection loss
+    mask_prob: float = 0.15              # share of the tokens selected (0.25 for ELECTRA-Large)
     mask_token_fraction: float = 0.85    # selected positions shown as [MASK]; the rest unchanged
     temperature: float = 1.0             # of the generator softmax the replacements are drawn from
     eval_seed: int = 0                   # key of the masking/sampling when no rng is given (eval)
@@ -101,8 +102,9 @@ class ElectraConfig(ModelConfig):
     def __post_init__(self):
         if self.encoder_part not in PARTS:
             raise ValueError(f"encoder_part must be one of {PARTS}, got {self.encoder_part!r}")
-        if not 0.0 <= self.mask_token_fraction <= 1.0:
-            raise ValueError(f"mask_token_fraction must be in [0, 1], got {self.mask_token_fraction}")
+        for name in ("mask_prob", "mask_token_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if min(self.generator_weight, self.discriminator_weight) < 0:

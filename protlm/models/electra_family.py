@@ -1,32 +1,35 @@
 """The ProtElectra family: ELECTRA's joint objective (`ElectraModel`) and its `Family` entry.
 
 Network and config: `protlm.models.electra`. Hugging Face conversion: `protlm.hf.electra`.
-Vocabulary, tokenisation and data are ProtBert's (`protbert_mlm`: [CLS] residues [SEP], exactly
-round(15 %) of the residues selected, `encoder_loss_weights` = 1 there); the masking rule and
-everything after it follow google-research/electra (`pretrain_helpers.mask`,
-`run_pretraining.PretrainingModel`), done in the model as ELECTRA does:
+Vocabulary, tokenisation and data are ProtBert's (task `protbert_mlm`: [CLS] residues [SEP],
+cropped, packed); of its batch ELECTRA reads the original tokens (`encoder_target_tokens`) and
+the packing, and masks in the model, as google-research/electra does (`pretrain_helpers.mask`
+inside `run_pretraining.PretrainingModel`), so BERT's 80/10/10 input and its selection are unused:
 
-1. generator input: each selected position is [MASK] with probability `mask_token_fraction`
-   (0.85) and keeps its original residue otherwise; ELECTRA has no random-token replacement, so
-   the batch's 80/10/10 `encoder_input_tokens` are not used (it rebuilds from the targets).
-2. the generator (MLM) predicts every selected position: cross entropy / number selected.
-3. replacements: one Gumbel-max sample per selected position from the generator's softmax at
+1. selection: per row, k = max(1, round(mask_prob x non-padding tokens)) positions (ELECTRA's
+   count; `mask_prob` 0.15, 0.25 for ELECTRA-Large) drawn uniformly without replacement among the
+   residues ([CLS], [SEP], [MASK], [UNK] and padding never; ELECTRA draws with replacement up to a
+   static cap, a TF shape constraint, so a few of its draws collide).
+2. generator input: each selected position is [MASK] with probability `mask_token_fraction`
+   (0.85) and keeps its residue otherwise (ELECTRA has no random-token replacement).
+3. the generator (MLM) predicts every selected position: cross entropy / number selected.
+4. replacements: one Gumbel-max sample per selected position from the generator's softmax at
    `temperature`, under `stop_gradient` (no gradient through sampling), among the residue ids
    (5..29): the specials are never targets, and a sampled [PAD] would change the attention mask,
    which protlm derives from tokens != 0.
-4. the discriminator sees the originals with the selected positions replaced by the samples;
+5. the discriminator sees the originals with the selected positions replaced by the samples;
    label = token differs from the original (a sample equal to the original is "original"),
    binary cross entropy over every non-padding token ([CLS]/[SEP] included, ELECTRA's
    `input_mask`) / number of such tokens.
-5. objective = generator_weight x MLM + discriminator_weight x RTD (1 and 50).
+6. objective = generator_weight x MLM + discriminator_weight x RTD (1 and 50).
 
-Randomness: the rng given to `loss_fn` is split into masking, sampling and dropout keys; each
-row's masking and sampling key is that key folded with a hash of the row's tokens, so a row's
-draws do not depend on where it sits in the batch (microbatches and device shards see the same
-draws as the whole batch). Without an rng (evaluation, `eval_sums`, `score_batch`) the key is
-`PRNGKey(config.eval_seed)`: evaluation is deterministic and repeatable, and dropout is off.
-The normalisers of the two terms (`loss_normalizer`) depend on the data only, so gradient
-accumulation with the global normaliser is exact.
+Randomness: the rng given to `loss_fn` is split into selection, masking, sampling and dropout
+keys; each row's selection, masking and sampling keys are those keys folded with a hash of the
+row's tokens, so a row draws the same numbers whatever batch, microbatch or device shard it is in.
+Without an rng (evaluation: `eval_sums`, `loss_weights`, `score_batch`, `predict_batch`) the key
+is `PRNGKey(config.eval_seed)` and dropout is off: evaluation is deterministic and repeatable.
+Both normalisers (`loss_normalizer`: the number selected, the number of non-padding tokens)
+depend on the tokens only, so gradient accumulation with the global normalisers is exact.
 """
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ _HASH_MULTIPLIER = np.uint32(2654435761)   # Knuth's multiplicative hash constan
 class Corruption(NamedTuple):
     """The intermediate arrays of one ELECTRA step (`ElectraModel.corrupt`), `[batch, length]`."""
 
+    selected: jax.Array               # bool: the positions the generator predicts
     generator_inputs: jax.Array       # int32: [MASK] at 85 % of the selected positions
     generator_logits: jax.Array       # float32 [batch, length, vocab]
     sampled: jax.Array                # int32: the generator's samples (meaningful where selected)
@@ -65,11 +69,17 @@ def row_keys(key: jax.Array, tokens: jax.Array) -> jax.Array:
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, row_hash)
 
 
+def _row_draws(draw, key: jax.Array, tokens: jax.Array) -> jax.Array:
+    """`draw(row_key)` for every row (`row_keys`), stacked: `[batch, ...]`."""
+    return jax.vmap(draw)(row_keys(key, tokens))
+
+
 class ElectraModel(MaskedLMModel):
     """ELECTRA's generator + discriminator objective (see the module docstring).
 
-    `logits` are the generator's MLM logits on its masked input (`score_batch`, `predict_batch`
-    use them); `encode` runs `config.encoder_part`.
+    `loss_weights` are the positions selected with the evaluation key; `logits` the generator's
+    MLM logits on its masked input (`score_batch`, `predict_batch` use both); `encode` runs
+    `config.encoder_part`.
     """
 
     def __init__(self, config: electra.ElectraConfig):
@@ -77,8 +87,10 @@ class ElectraModel(MaskedLMModel):
 
     # ---------------------------------------------------------------------- the corruption
     def _keys(self, rng):
-        key = jax.random.PRNGKey(self.config.eval_seed) if rng is None else rng
-        return jax.random.split(key, 4)   # masking, sampling, generator / discriminator dropout
+        """select, mask, sample, generator dropout, discriminator dropout (None without rng)."""
+        keys = list(jax.random.split(jax.random.PRNGKey(self.config.eval_seed) if rng is None
+                                     else rng, 5))
+        return keys[:3] + ([None, None] if rng is None else keys[3:])
 
     def apply_network(self, method: str, params, tokens, batch: Batch | None = None,
                       dropout_rng: jax.Array | None = None) -> jax.Array:
@@ -91,41 +103,58 @@ class ElectraModel(MaskedLMModel):
             positions=batch.get("encoder_positions"), deterministic=dropout_rng is None,
             rngs=dropout_rngs(dropout_rng), method=method)
 
-    def generator_inputs(self, batch: Batch, mask_key: jax.Array) -> jax.Array:
-        """ELECTRA's masking of the selected positions: [MASK] with probability
+    def num_selected(self, batch: Batch) -> jax.Array:
+        """Positions selected per row `[batch]`: max(1, round(mask_prob x non-padding tokens)),
+        at most the row's residues (0 for an empty row)."""
+        originals = jnp.asarray(batch[self.target_key])
+        tokens = jnp.sum(originals > 0, axis=1)
+        residues = jnp.sum(originals >= FIRST_SAMPLED_ID, axis=1)
+        k = jnp.maximum(1, jnp.round(tokens * self.config.mask_prob).astype(jnp.int32))
+        return jnp.minimum(k, residues)
+
+    def select(self, batch: Batch, key: jax.Array) -> jax.Array:
+        """Bool `[batch, length]`: `num_selected` residues per row, uniformly without replacement."""
+        originals = jnp.asarray(batch[self.target_key])
+        u = _row_draws(lambda k: jax.random.uniform(k, originals.shape[1:]), key, originals)
+        score = jnp.where(originals >= FIRST_SAMPLED_ID, u, 2.0)   # non-candidates rank last
+        rank = jnp.argsort(jnp.argsort(score, axis=1), axis=1)
+        return rank < self.num_selected(batch)[:, None]
+
+    def loss_weights(self, batch: Batch) -> jax.Array:
+        """The positions the evaluation key selects (float32 `[batch, length]`)."""
+        return self.select(batch, self._keys(None)[0]).astype(jnp.float32)
+
+    def generator_inputs(self, batch: Batch, selected: jax.Array, key: jax.Array) -> jax.Array:
+        """ELECTRA's masking: [MASK] at a selected position with probability
         `mask_token_fraction`, else the original token."""
         originals = jnp.asarray(batch[self.target_key])
-        selected = self.loss_weights(batch) > 0
-        u = jax.vmap(lambda k: jax.random.uniform(k, originals.shape[1:]))(
-            row_keys(mask_key, originals))
+        u = _row_draws(lambda k: jax.random.uniform(k, originals.shape[1:]), key, originals)
         to_mask = selected & (u < self.config.mask_token_fraction)
         return jnp.where(to_mask, self.mask_id, originals).astype(originals.dtype)
 
-    def sample(self, logits: jax.Array, originals: jax.Array, sample_key: jax.Array) -> jax.Array:
+    def sample(self, logits: jax.Array, originals: jax.Array, key: jax.Array) -> jax.Array:
         """One Gumbel-max sample per position from softmax(logits / temperature) over the
         residue ids, without gradient: int32 `[batch, length]`."""
         logits = jax.lax.stop_gradient(logits) / self.config.temperature
-        allowed = jnp.arange(logits.shape[-1]) >= FIRST_SAMPLED_ID
-        logits = jnp.where(allowed, logits, -jnp.inf)
-        gumbel = jax.vmap(lambda k: jax.random.gumbel(k, logits.shape[1:], jnp.float32))(
-            row_keys(sample_key, originals))
+        logits = jnp.where(jnp.arange(logits.shape[-1]) >= FIRST_SAMPLED_ID, logits, -jnp.inf)
+        gumbel = _row_draws(lambda k: jax.random.gumbel(k, logits.shape[1:], jnp.float32), key,
+                            originals)
         return jnp.argmax(logits + gumbel, axis=-1).astype(originals.dtype)
 
     def corrupt(self, params, batch: Batch, rng: jax.Array | None = None) -> Corruption:
-        """Generator forward, sampling and discriminator forward (dropout when `rng` is given)."""
-        mask_key, sample_key, gen_drop, disc_drop = self._keys(rng)
-        if rng is None:
-            gen_drop = disc_drop = None
+        """Selection, generator forward, sampling, discriminator forward (dropout with `rng`)."""
+        select_key, mask_key, sample_key, gen_drop, disc_drop = self._keys(rng)
         originals = jnp.asarray(batch[self.target_key])
-        selected = self.loss_weights(batch) > 0
-        gen_inputs = self.generator_inputs(batch, mask_key)
+        selected = self.select(batch, select_key)
+        gen_inputs = self.generator_inputs(batch, selected, mask_key)
         gen_logits = self.apply_network("generator_logits", params, gen_inputs, batch, gen_drop)
         sampled = self.sample(gen_logits, originals, sample_key)
         disc_inputs = jnp.where(selected, sampled, originals)
         labels = ((disc_inputs != originals) & (originals > 0)).astype(jnp.float32)
         disc_logits = self.apply_network("discriminator_logits", params, disc_inputs, batch,
                                          disc_drop)
-        return Corruption(gen_inputs, gen_logits, sampled, disc_inputs, labels, disc_logits)
+        return Corruption(selected, gen_inputs, gen_logits, sampled, disc_inputs, labels,
+                          disc_logits)
 
     # ---------------------------------------------------------------------- sums and loss
     def discriminator_weights(self, batch: Batch) -> jax.Array:
@@ -134,7 +163,7 @@ class ElectraModel(MaskedLMModel):
 
     def _sums(self, c: Corruption, batch: Batch, z_loss: float) -> dict[str, jax.Array]:
         originals = jnp.asarray(batch[self.target_key])
-        weights = self.loss_weights(batch)
+        weights = c.selected.astype(jnp.float32)
         gen = losses.weighted_sums(c.generator_logits, originals, weights, z_loss)
         w = self.discriminator_weights(batch)
         bce = jnp.logaddexp(0.0, c.discriminator_logits) - c.labels * c.discriminator_logits
@@ -150,7 +179,8 @@ class ElectraModel(MaskedLMModel):
 
     def loss_normalizer(self, batch: Batch, training: bool = True) -> dict[str, jax.Array]:
         """Data-only denominators: the selected positions (MLM) and the non-padding tokens (RTD)."""
-        return {"weight_sum": jnp.maximum(jnp.sum(self.loss_weights(batch)), 1.0),
+        return {"weight_sum": jnp.maximum(jnp.sum(self.num_selected(batch)).astype(jnp.float32),
+                                          1.0),
                 "discriminator_weight_sum": jnp.maximum(
                     jnp.sum(self.discriminator_weights(batch)), 1.0)}
 
@@ -172,9 +202,9 @@ class ElectraModel(MaskedLMModel):
 
     def logits(self, params, batch: Batch, dropout_rng=None) -> jax.Array:
         """The generator's MLM logits on its masked input `[batch, length, vocab]`."""
-        mask_key, _, gen_drop, _ = self._keys(dropout_rng)
-        return self.apply_network("generator_logits", params, self.generator_inputs(batch, mask_key),
-                                  batch, None if dropout_rng is None else gen_drop)
+        select_key, mask_key, _, gen_drop, _ = self._keys(dropout_rng)
+        gen_inputs = self.generator_inputs(batch, self.select(batch, select_key), mask_key)
+        return self.apply_network("generator_logits", params, gen_inputs, batch, gen_drop)
 
     def eval_sums(self, params, batch: Batch) -> dict[str, jax.Array]:
         """Summed statistics (deterministic): the generator's on every selected position (ELECTRA's
@@ -183,7 +213,7 @@ class ElectraModel(MaskedLMModel):
         c = self.corrupt(params, batch, None)
         sums = self._sums(c, batch, 0.0)
         sums.pop("z_loss")
-        hidden = self.loss_weights(batch) * (c.generator_inputs == self.mask_id)
+        hidden = (c.selected & (c.generator_inputs == self.mask_id)).astype(jnp.float32)
         masked = losses.weighted_sums(c.generator_logits, jnp.asarray(batch[self.target_key]),
                                       hidden, 0.0)
         sums.update(masked_loss=masked["loss"], masked_weight_sum=masked["weight_sum"],
@@ -214,6 +244,16 @@ class ElectraModel(MaskedLMModel):
     def summarize_train(self, sums: Mapping[str, float]) -> dict[str, float]:
         return {**super().summarize_train(sums), **self._discriminator_metrics(sums)}
 
+    def predict_batch(self, params, batch: Batch) -> jax.Array:
+        """The original tokens with the positions the evaluation key selects filled by the
+        generator's argmax on its masked input."""
+        select_key, mask_key, *_ = self._keys(None)
+        selected = self.select(batch, select_key)
+        logits = self.apply_network("generator_logits", params,
+                                    self.generator_inputs(batch, selected, mask_key), batch)
+        originals = jnp.asarray(batch[self.target_key])
+        return jnp.where(selected, jnp.argmax(logits, -1).astype(originals.dtype), originals)
+
     def encode(self, params, tokens, segment_ids=None, positions=None,
                output_hidden_states: bool = False):
         """`config.encoder_part`'s last layer `[batch, length, hidden]` (params of that part
@@ -226,12 +266,12 @@ class ElectraModel(MaskedLMModel):
 
 
 class ElectraFamily(bert_family.BertFamily):
-    """ProtElectra: ProtBert's vocabulary, tokenisation ([CLS] seq [SEP]) and MLM data."""
+    """ProtElectra: ProtBert's vocabulary, tokenisation ([CLS] seq [SEP]), data and task
+    (`protbert_mlm`, inherited with the batch shapes and the numpy twin)."""
 
     name = "electra"
     config_cls = electra.ElectraConfig
     presets = electra.PRESETS
-    tasks = ("protbert_mlm",)
     hf_module = "protlm.hf.electra"
 
     def model(self, config):

@@ -88,8 +88,13 @@ def test_masking_samples_and_labels(tiny):
     seqs = ["".join(rng.choice(list(tok.STANDARD_AMINO_ACIDS), 120)) for _ in range(40)]
     batch = _batch(seqs, length=128, seed=3)
     c = jax.jit(model.corrupt)(p, batch, jax.random.PRNGKey(4))
-    orig, sel = batch["encoder_target_tokens"], batch["encoder_loss_weights"] > 0
+    orig, sel = batch["encoder_target_tokens"], np.asarray(c.selected)
     gen_in, disc_in = np.asarray(c.generator_inputs), np.asarray(c.discriminator_inputs)
+    # selection: round(15 % of the non-padding tokens) per row, residues only (ELECTRA's count)
+    np.testing.assert_array_equal(sel.sum(1), np.maximum(1, np.round(0.15 * (orig > 0).sum(1))))
+    assert np.all(orig[sel] >= electra_family.FIRST_SAMPLED_ID)
+    other = np.asarray(model.corrupt(p, batch, jax.random.PRNGKey(5)).selected)
+    assert np.any(other != sel)                     # dynamic masking: a new draw every step
     # generator input: unselected positions untouched, selected ones [MASK] or the original
     np.testing.assert_array_equal(gen_in[~sel], orig[~sel])
     assert np.all((gen_in[sel] == tok.PROTBERT_MASK_ID) | (gen_in[sel] == orig[sel]))
@@ -104,6 +109,10 @@ def test_masking_samples_and_labels(tiny):
     assert 0 < c.labels.sum() <= sel.sum()
     # the batch's own 80/10/10 input is not what the generator sees
     assert np.any(batch["encoder_input_tokens"] != gen_in)
+    # ELECTRA-Large: 25 %, one setting
+    large = M.get_model(dataclasses.replace(model.config, mask_prob=0.25))
+    np.testing.assert_array_equal(np.asarray(large.num_selected(batch)),
+                                  np.maximum(1, np.round(0.25 * (orig > 0).sum(1))))
 
 
 def test_accumulated_microbatches_give_the_whole_batch_gradient(tiny):
@@ -143,6 +152,12 @@ def test_evaluation_is_deterministic_and_reports_the_discriminator(tiny):
     assert 0 < float(sums["masked_weight_sum"]) < float(sums["weight_sum"])
     train = model.summarize_train(jax.device_get(model.loss_fn(p, batch, key(1))[1]))
     assert {"loss", "accuracy", "discriminator_accuracy", "unreplaced_share"} <= set(train)
+    # score / predict use the evaluation key's selection too
+    weights = np.asarray(model.loss_weights(batch))
+    assert weights.sum() == float(sums["weight_sum"])
+    pred = np.asarray(model.predict_batch(p, batch))
+    np.testing.assert_array_equal(pred[weights == 0], batch["encoder_target_tokens"][weights == 0])
+    np.testing.assert_allclose(-np.sum(model.score_batch(p, batch)), sums["loss"], rtol=1e-5)
 
 
 def test_loss_value_is_the_two_weighted_terms(tiny):
@@ -151,7 +166,7 @@ def test_loss_value_is_the_two_weighted_terms(tiny):
     loss, aux = model.loss_fn(p, batch, rng)
     c = model.corrupt(p, batch, rng)
     logp = jax.nn.log_softmax(c.generator_logits)
-    orig, w = batch["encoder_target_tokens"], batch["encoder_loss_weights"]
+    orig, w = batch["encoder_target_tokens"], np.asarray(c.selected, np.float32)
     mlm = -np.sum(np.take_along_axis(np.asarray(logp), orig[..., None], -1)[..., 0] * w) / w.sum()
     x, y, tw = np.asarray(c.discriminator_logits), np.asarray(c.labels), orig > 0
     bce = np.sum((np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))) * tw) / tw.sum()
@@ -247,6 +262,8 @@ def test_counts_flops_and_config_errors():
         M.get_config("prot_electra_tiny", generator_num_heads=3)
     with pytest.raises(ValueError, match="mask_token_fraction"):
         M.get_config("prot_electra_tiny", mask_token_fraction=1.5)
+    with pytest.raises(ValueError, match="mask_prob"):
+        M.get_config("prot_electra_tiny", mask_prob=-0.1)
 
 
 def test_generator_sizes_follow_electra():
