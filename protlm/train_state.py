@@ -22,18 +22,28 @@ log = logging.getLogger(__name__)
 
 
 class TrainState(flax.struct.PyTreeNode):
-    """Everything a checkpoint holds besides the data position."""
+    """Everything a checkpoint holds besides the data position.
+
+    `carry` is the state a stateful model carries from one step to the next (Transformer-XL /
+    XLNet memory; `Model.init_carry`), sharded like activations and saved with the checkpoint so a
+    resumed run continues exactly; None for stateless models.
+    """
 
     step: jax.Array        # int32 scalar: optimizer steps taken
     params: Any            # unboxed params (fp32 master weights)
     opt_state: Any
+    carry: Any = None
 
     def to_dict(self) -> dict:
-        return {"step": self.step, "params": self.params, "opt_state": self.opt_state}
+        out = {"step": self.step, "params": self.params, "opt_state": self.opt_state}
+        if self.carry is not None:
+            out["carry"] = self.carry
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "TrainState":
-        return cls(step=d["step"], params=d["params"], opt_state=d["opt_state"])
+        return cls(step=d["step"], params=d["params"], opt_state=d["opt_state"],
+                   carry=d.get("carry"))
 
 
 def state_shardings(model, tx, batch_shapes: Mapping, mesh, rules) -> tuple[TrainState, TrainState]:
@@ -50,21 +60,35 @@ def state_shardings(model, tx, batch_shapes: Mapping, mesh, rules) -> tuple[Trai
     opt_specs = optimizers.state_partition_specs(opt_state, params, param_specs, mesh)
     opt_sh = jax.tree_util.tree_map(lambda s: NamedSharding(mesh, s), opt_specs,
                                     is_leaf=lambda x: isinstance(x, PartitionSpec))
-    shardings = TrainState(step=partitioning.replicated(mesh), params=param_sh, opt_state=opt_sh)
+    carry, carry_sh = carry_shardings(model, batch_shapes, mesh, rules)
+    shardings = TrainState(step=partitioning.replicated(mesh), params=param_sh, opt_state=opt_sh,
+                           carry=carry_sh)
     abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
-                          opt_state=opt_state)
+                          opt_state=opt_state, carry=carry)
     abstract = jax.tree_util.tree_map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
     return abstract, shardings
 
 
+def carry_shardings(model, batch_shapes: Mapping, mesh, rules) -> tuple[Any, Any]:
+    """Abstract carry (unboxed ShapeDtypeStructs) and its NamedShardings, from the logical axis
+    names of `model.init_carry` (`(None, None)` for a stateless model)."""
+    boxed = jax.eval_shape(lambda: model.init_carry(batch_shapes))
+    if boxed is None:
+        return None, None
+    return nn.meta.unbox(boxed), partitioning.logical_to_mesh_sharding(boxed, mesh, rules)
+
+
 def init_state(model, tx, batch_shapes, shardings: TrainState, mesh, rules, seed: int,
                params: Any = None) -> TrainState:
-    """A fresh state created directly in its shardings (params from ``params`` if given)."""
+    """A fresh state created directly in its shardings (params from ``params`` if given; the
+    carry, if the model has one, starts from `model.init_carry`)."""
 
     def make(rng, given):
         p = nn.meta.unbox(model.init(rng, batch_shapes)["params"]) if given is None else given
-        return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p))
+        carry = model.init_carry(batch_shapes)
+        return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
+                          carry=None if carry is None else nn.meta.unbox(carry))
 
     with mesh, nn.logical_axis_rules(rules):
         fn = jax.jit(make, out_shardings=shardings,

@@ -37,15 +37,24 @@ def make_global_batch(local: Mapping[str, np.ndarray], sharding: NamedSharding,
     return out
 
 
-def _split_microbatches(batch: Mapping, num: int, sharding) -> dict:
+def _split_rows(x, num: int):
     """[B, ...] -> [num, B/num, ...], microbatch i = rows i, i+num, ... (spread over devices)."""
-    def split(x):
-        if x.shape[0] % num:
-            raise ValueError(f"batch size {x.shape[0]} is not divisible by accum_steps {num}")
-        x = x.reshape((x.shape[0] // num, num) + x.shape[1:]).swapaxes(0, 1)
-        spec = PartitionSpec(None, *sharding.spec)
-        return jax.lax.with_sharding_constraint(x, NamedSharding(sharding.mesh, spec))
-    return {k: split(v) for k, v in batch.items()}
+    if x.shape[0] % num:
+        raise ValueError(f"batch size {x.shape[0]} is not divisible by accum_steps {num}")
+    return x.reshape((x.shape[0] // num, num) + x.shape[1:]).swapaxes(0, 1)
+
+
+def _merge_rows(x):
+    """Inverse of `_split_rows`: [num, B/num, ...] -> [B, ...]."""
+    x = x.swapaxes(0, 1)
+    return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+def _split_microbatches(batch: Mapping, num: int, sharding) -> dict:
+    """Batch arrays split into `num` microbatches (`_split_rows`), kept data-parallel."""
+    spec = NamedSharding(sharding.mesh, PartitionSpec(None, *sharding.spec))
+    return {k: jax.lax.with_sharding_constraint(_split_rows(v, num), spec)
+            for k, v in batch.items()}
 
 
 def make_train_step(model, tx: optax.GradientTransformation, schedule: Callable,
@@ -57,38 +66,47 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: Callable,
     microbatches. A step whose loss or gradient norm is not finite leaves the state unchanged and
     reports `finite = 0` so the loop can stop with a clean checkpoint. `metrics` holds the summed
     aux of `TRAIN_AUX_KEYS` (plus any others the model returns), `grad_norm`, `learning_rate`,
-    `finite`.
+    `finite`. A stateful model's carry (`TrainState.carry`, rows leading) is split into the same
+    microbatch rows as the batch and its next value reassembled.
     """
 
-    def loss_and_grads(params, batch, rng, normalizer):
+    def loss_and_grads(params, batch, rng, normalizer, carry):
         def objective(p):
-            return model.loss_fn(p, batch, rng, normalizer=normalizer)
+            return model.loss_fn(p, batch, rng, normalizer=normalizer, carry=carry)
         (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(params)
-        return loss, grads, aux
+        aux = dict(aux)
+        return (loss, grads, aux), aux.pop("carry", None)
 
     def train_step(state: TrainState, batch, rng):
         rng = jax.random.fold_in(rng, state.step)
         normalizer = model.loss_normalizer(batch)
         if accum_steps == 1:
-            loss, grads, aux = loss_and_grads(state.params, batch, rng, normalizer)
+            (loss, grads, aux), carry = loss_and_grads(state.params, batch, rng, normalizer,
+                                                       state.carry)
         else:
             micro = _split_microbatches(batch, accum_steps, partitioning.data_sharding(mesh))
-            first = {k: v[0] for k, v in micro.items()}
+            micro_carry = jax.tree_util.tree_map(lambda x: _split_rows(x, accum_steps),
+                                                 state.carry)
+            first = jax.tree_util.tree_map(lambda v: v[0], (micro, micro_carry))
             zeros = jax.tree_util.tree_map(
                 lambda a: jnp.zeros(a.shape, a.dtype),
-                jax.eval_shape(loss_and_grads, state.params, first, rng, normalizer))
+                jax.eval_shape(loss_and_grads, state.params, first[0], rng, normalizer,
+                               first[1])[0])
 
-            def body(carry, xs):
-                mb, i = xs
-                out = loss_and_grads(state.params, mb, jax.random.fold_in(rng, i), normalizer)
-                return jax.tree_util.tree_map(jnp.add, carry, out), None
+            def body(sums, xs):
+                mb, mb_carry, i = xs
+                out, next_carry = loss_and_grads(state.params, mb, jax.random.fold_in(rng, i),
+                                                 normalizer, mb_carry)
+                return jax.tree_util.tree_map(jnp.add, sums, out), next_carry
 
-            (loss, grads, aux), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(accum_steps)))
+            (loss, grads, aux), carries = jax.lax.scan(
+                body, zeros, (micro, micro_carry, jnp.arange(accum_steps)))
+            carry = jax.tree_util.tree_map(_merge_rows, carries)
         grad_norm = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        new = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+        new = TrainState(step=state.step + 1, params=params, opt_state=opt_state, carry=carry)
         new = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, state)
         out = dict(aux)
         out.update(grad_norm=grad_norm, learning_rate=jnp.asarray(schedule(state.step), jnp.float32),
@@ -99,8 +117,14 @@ def make_train_step(model, tx: optax.GradientTransformation, schedule: Callable,
 
 
 def make_eval_step(model) -> Callable:
-    """`eval_step(params, batch) -> sums` (`Model.eval_sums`: additive over batches and hosts)."""
-    return model.eval_sums
+    """`eval_step(params, batch, carry) -> (sums, carry)`: `Model.eval_sums` (additive over
+    batches and hosts) and a stateful model's next carry (None for stateless models)."""
+
+    def eval_step(params, batch, carry):
+        sums = dict(model.eval_sums(params, batch, carry=carry))
+        return sums, sums.pop("carry", None)
+
+    return eval_step
 
 
 def summarize_train(model, sums: Mapping[str, float], count: int) -> dict[str, float]:

@@ -73,13 +73,17 @@ class _Preemption:
 
 
 def evaluate(model, eval_step, params, data: BatchSource, per_host: int, global_batch: int,
-             num_batches: int, bsh) -> dict[str, float]:
-    """Summed eval metrics over ``num_batches`` validation batches (from the split's start)."""
+             num_batches: int, bsh, carry=None) -> dict[str, float]:
+    """Summed eval metrics over ``num_batches`` validation batches (from the split's start).
+
+    A stateful model starts from ``carry`` (a fresh memory) and carries it from batch to batch,
+    so the metrics are those of a long stream read with memory.
+    """
     it = data("validation", per_host, 0, jax.process_index(), jax.process_count(), True)
     sums = None
     try:
         for _ in range(num_batches):
-            out = eval_step(params, make_global_batch(next(it), bsh, global_batch))
+            out, carry = eval_step(params, make_global_batch(next(it), bsh, global_batch), carry)
             sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
     finally:
         _close(it)
@@ -170,12 +174,14 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
                  dict(mesh.shape), int(jax.device_get(state.step)), train_steps, batch_size,
                  lengths)
         step_fn = compile_train_step(model, tx, schedule, shardings, mesh, rules, accum_steps)
-        eval_fn = jax.jit(make_eval_step(model), in_shardings=(shardings.params,
-                                                               batch_sharding(mesh)))
+        eval_fn = jax.jit(make_eval_step(model), in_shardings=(
+            shardings.params, batch_sharding(mesh), shardings.carry))
+        fresh_carry = jax.jit(lambda: nn.meta.unbox(model.init_carry(shapes)),
+                              out_shardings=shardings.carry)
 
         def run_eval(params):
-            return evaluate(model, eval_fn, params, data, per_host, batch_size, evaluation.num_batches,
-                            batch_sharding(mesh))
+            return evaluate(model, eval_fn, params, data, per_host, batch_size,
+                            evaluation.num_batches, batch_sharding(mesh), fresh_carry())
 
         with mesh, nn.logical_axis_rules(rules):
             return _loop(model, state, step_fn, run_eval, stream, manager, writer, preemption, perf,

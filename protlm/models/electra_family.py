@@ -185,14 +185,15 @@ class ElectraModel(MaskedLMModel):
                     jnp.sum(self.discriminator_weights(batch)), 1.0)}
 
     def loss_fn(self, params, batch: Batch, dropout_rng: jax.Array | None = None,
-                training: bool = True, normalizer: Mapping[str, jax.Array] | None = None):
+                training: bool = True, normalizer: Mapping[str, jax.Array] | None = None,
+                carry=None):
         """generator_weight x (MLM + z-loss) / selected + discriminator_weight x BCE / tokens.
 
         Returns the objective and the summed aux: the generator's `loss`, `z_loss`, `weight_sum`,
         `correct` and the discriminator's sums (`discriminator_loss`, `..._weight_sum`,
         `..._correct`, `replaced`, `predicted_replaced`, `true_replaced`, `sampled_correct`).
         """
-        del training   # every selected position weighs 1 in training and evaluation
+        del training, carry   # every selected position weighs 1; ELECTRA is stateless
         aux = self._sums(self.corrupt(params, batch, dropout_rng), batch, self.config.z_loss)
         if normalizer is None:
             normalizer = self.loss_normalizer(batch)
@@ -206,10 +207,11 @@ class ElectraModel(MaskedLMModel):
         gen_inputs = self.generator_inputs(batch, self.select(batch, select_key), mask_key)
         return self.apply_network("generator_logits", params, gen_inputs, batch, gen_drop)
 
-    def eval_sums(self, params, batch: Batch) -> dict[str, jax.Array]:
+    def eval_sums(self, params, batch: Batch, carry=None) -> dict[str, jax.Array]:
         """Summed statistics (deterministic): the generator's on every selected position (ELECTRA's
         masked_lm_loss: `loss`, `correct`) and on the residues it saw as [MASK] alone (`masked_*`:
-        the 15 % left unchanged can be copied), and the discriminator's."""
+        the 15 % left unchanged can be copied), and the discriminator's. (Stateless: no carry.)"""
+        del carry
         c = self.corrupt(params, batch, None)
         sums = self._sums(c, batch, 0.0)
         sums.pop("z_loss")

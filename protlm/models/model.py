@@ -58,6 +58,17 @@ class BaseModel(abc.ABC):
         """The representation `protlm.embed` writes: `[batch, length, hidden]` of the last layer,
         or `(last, hidden_states)` (layers + 1 arrays, HF layout) with `output_hidden_states`."""
 
+    def init_carry(self, batch_shapes: Batch) -> Any:
+        """State carried from one train step to the next (Transformer-XL / XLNet memory), or None.
+
+        Stateful models return a pytree of `nn.LogicallyPartitioned` zeros whose leaves have the
+        batch as their leading axis (row i continues row i of the previous step); their `loss_fn`
+        takes it as `carry=` and returns the next one as `aux["carry"]`, their `eval_sums` as
+        `sums["carry"]`. The trainer keeps it in `TrainState.carry` and checkpoints it.
+        """
+        del batch_shapes
+        return None
+
     def loss_weights(self, batch: Batch) -> jax.Array:
         """Per-target weights of evaluation (every target of the objective weighs 1)."""
         if self.weights_key in batch:
@@ -78,16 +89,17 @@ class BaseModel(abc.ABC):
         return {"weight_sum": jnp.maximum(jnp.sum(weights), 1.0)}
 
     def loss_fn(self, params, batch: Batch, dropout_rng: jax.Array | None = None,
-                training: bool = True, normalizer: Mapping[str, jax.Array] | None = None
-                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+                training: bool = True, normalizer: Mapping[str, jax.Array] | None = None,
+                carry: Any = None) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Scalar objective and summed aux (`loss`, `z_loss`, `weight_sum`, `correct`).
 
         The objective is (sum weighted cross entropy + z-loss) / `normalizer["weight_sum"]`
         (default: this batch's total loss weight); padding and packing enter through the weights
         and the masks built from segment ids. `dropout_rng=None` runs deterministically.
         `training=False` weighs every target 1 (no objective-specific reweighting such as
-        `T5Config.unmasked_loss_weight`).
+        `T5Config.unmasked_loss_weight`). `carry` is unused by stateless models (`init_carry`).
         """
+        del carry
         logits = self.logits(params, batch, dropout_rng)
         weights = self.train_loss_weights(batch) if training else self.loss_weights(batch)
         aux = losses.weighted_sums(logits, jnp.asarray(batch[self.target_key]), weights,
@@ -96,9 +108,10 @@ class BaseModel(abc.ABC):
             normalizer = self.loss_normalizer(batch, training)
         return (aux["loss"] + aux["z_loss"]) / normalizer["weight_sum"], aux
 
-    def eval_sums(self, params, batch: Batch) -> dict[str, jax.Array]:
+    def eval_sums(self, params, batch: Batch, carry: Any = None) -> dict[str, jax.Array]:
         """Summed evaluation statistics of a batch (additive over batches and hosts): all loss
-        positions, and the masked residues alone (`masked_*`)."""
+        positions, and the masked residues alone (`masked_*`). (`carry`: see `init_carry`.)"""
+        del carry
         logits = self.logits(params, batch, None)
         targets = jnp.asarray(batch[self.target_key])
         weights = self.loss_weights(batch)
