@@ -15,18 +15,21 @@ CORE = [
     "tqdm>=4.66,<5",
     "tensorboardX>=2.6,<3",
 ]
-# The data layer (seqio / tf.data). Not needed to train from arrays, embed or export:
-# the GPU machine runs without it.
+# The data layer (seqio / tf.data, the Apache Beam sharding pipeline). Not needed to train from
+# arrays, embed or export: the GPU machine runs without it. `[tfrecord]` adds the CRC package
+# Beam's TFRecord writer needs (seqio's Beam cache, seqio.scripts.cache_tasks_main).
 DATA = [
     "seqio>=0.0.19,<0.1",
     "tensorflow-cpu>=2.18,<2.22",
     "tensorflow-datasets>=4.9.6,<5",
+    "apache-beam[tfrecord]>=2.77,<3",
 ]
 HF = [
     "torch>=2.13.0,<2.15",
     "transformers>=5.0,<6",
     "safetensors>=0.4.5",
-    "sentencepiece>=0.2.0,<0.3",
+    # 0.2.3's generated protobuf code needs protobuf 7; Apache Beam needs protobuf < 7.
+    "sentencepiece>=0.2.0,<0.2.3",
     "protobuf>=4.25",
 ]
 EVAL = [

@@ -4,12 +4,18 @@ Layout (docs/ARCHITECTURE.md)::
 
     MODEL_DIR/config.json                   {"family": "t5"|"bert", "config": {...}}
     MODEL_DIR/checkpoints/<step>/state      params, opt_state (absent for save_params), step
-    MODEL_DIR/checkpoints/<step>/data       json: batches consumed (the data position)
+    MODEL_DIR/checkpoints/<step>/data/process_<i>-of-<n>/
+                                            each host's input position: data_state.json
+                                            (batches consumed, what the stream is) and the
+                                            stream's own files (the tf.data iterator checkpoint)
 
 orbax writes each step into a temporary directory and renames it when complete, so a
 half-written checkpoint (crash, kill -9) is never listed by ``all_steps`` and never loaded.
 Arrays are stored with their global shape, so a checkpoint written on one mesh restores
-onto any other mesh (the restore target carries the new shardings).
+onto any other mesh (the restore target carries the new shardings). The data position is per
+host (T5X saves its tf.data iterators the same way): it restores onto the same number of hosts
+reading the same stream, and anything else is an error (``DataStateError``) unless the data is
+restarted on purpose (``CheckpointConfig.restart_data``, gin ``RESTART_DATA``).
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import json
 import logging
 import os
 import pathlib
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import jax
 import numpy as np
@@ -28,6 +34,10 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_SUBDIR = "checkpoints"
 CONFIG_FILE = "config.json"
+DATA_ITEM = "data"
+DATA_STATE_FILE = "data_state.json"
+RESTART_DATA_HINT = ("to start the data stream from its beginning on purpose, rerun with "
+                     "--gin.RESTART_DATA=True")
 
 
 # ----------------------------------------------------------------------------- manager
@@ -39,6 +49,77 @@ class CheckpointConfig:
     keep: Optional[int] = 3
     async_save: bool = True
     init_from: Optional[str] = None   # a MODEL_DIR to take initial params from (import_hf output)
+    # Resume the model but start the input stream from its beginning (a saved data position
+    # that cannot be used is otherwise an error, never a silent restart).
+    restart_data: bool = False
+
+
+# ----------------------------------------------------------------------------- data state
+class DataStream(Protocol):
+    """What a batch stream offers the checkpoint (``protlm.data.batch_sources``)."""
+
+    description: dict          # what the stream is; a saved position fits only the same stream
+    batches_consumed: int      # batches yielded so far
+
+    def save(self, directory: str) -> None: ...
+
+    def restore(self, directory: str, batches_consumed: int) -> None: ...
+
+
+class DataStateError(RuntimeError):
+    """A saved data position exists but cannot be restored into this run's stream."""
+
+
+def _process_dir(directory: pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(directory) / f"process_{jax.process_index():05d}-of-{jax.process_count():05d}"
+
+
+class DataStateHandler(ocp.CheckpointHandler):
+    """orbax handler of the ``data`` item: each process saves and restores its own stream."""
+
+    def save(self, directory, args: "DataStateSave"):
+        sub = _process_dir(directory)
+        sub.mkdir(parents=True, exist_ok=True)
+        args.stream.save(str(sub))
+        info = {"batches_consumed": int(args.stream.batches_consumed),
+                "description": args.stream.description}
+        (sub / DATA_STATE_FILE).write_text(json.dumps(info, sort_keys=True), encoding="utf-8")
+
+    def restore(self, directory, args: "DataStateRestore") -> dict:
+        sub = _process_dir(directory)
+        path = sub / DATA_STATE_FILE
+        if not path.is_file():
+            found = sorted(p.name for p in pathlib.Path(directory).glob("process_*")) or ["none"]
+            raise DataStateError(f"no data state for this process ({sub.name}); saved: {', '.join(found)} "
+                                 "(a different number of hosts, or a checkpoint of an older protlm)")
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+            consumed, description = int(info["batches_consumed"]), dict(info["description"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataStateError(f"{path} is unreadable ({e})") from None
+        if args.stream is not None:
+            now = json.loads(json.dumps(args.stream.description))   # compared as saved
+            changed = sorted(k for k in set(description) | set(now) if description.get(k) != now.get(k))
+            if changed:
+                raise DataStateError("the input stream changed since this checkpoint: " + "; ".join(
+                    f"{k} was {description.get(k)!r}, now {now.get(k)!r}" for k in changed))
+            try:
+                args.stream.restore(str(sub), consumed)
+            except (ValueError, OSError) as e:
+                raise DataStateError(str(e)) from None
+        return info
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_save=True)
+@dataclasses.dataclass
+class DataStateSave(ocp.args.CheckpointArgs):
+    stream: DataStream
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_restore=True)
+@dataclasses.dataclass
+class DataStateRestore(ocp.args.CheckpointArgs):
+    stream: Optional[DataStream] = None   # None: read the info only
 
 
 def checkpoint_dir(model_dir: str | os.PathLike) -> pathlib.Path:
@@ -62,7 +143,7 @@ def make_manager(model_dir: str | os.PathLike, save_interval_steps: int = 1000,
         save_interval_steps=max(1, int(save_interval_steps)), max_to_keep=max_to_keep,
         enable_async_checkpointing=async_save, create=not read_only, read_only=read_only,
         cleanup_tmp_directories=not read_only)
-    handlers = {"state": ocp.PyTreeCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
+    handlers = {"state": ocp.PyTreeCheckpointHandler(), DATA_ITEM: DataStateHandler()}
     return ocp.CheckpointManager(checkpoint_dir(model_dir), options=options,
                                  item_handlers=handlers)
 
@@ -76,15 +157,18 @@ def latest_step(model_dir: str | os.PathLike) -> Optional[int]:
 
 
 def save_state(manager: ocp.CheckpointManager, step: int, state: dict,
-               data_state: dict, force: bool = False) -> bool:
-    """Save ``state`` ({"params", "opt_state", "step"}) and the data position.
+               data_stream: Optional[DataStream] = None, force: bool = False) -> bool:
+    """Save ``state`` ({"params", "opt_state", "step"}) and this host's data position.
 
     Returns whether a save was started (orbax skips steps off ``save_interval_steps``
-    unless ``force``). Saving is asynchronous when the manager is; call
+    unless ``force``). The data position is written before this returns (the stream moves on
+    right after); the arrays are written asynchronously when the manager is: call
     ``manager.wait_until_finished()`` before exiting.
     """
-    return manager.save(int(step), force=force, args=ocp.args.Composite(
-        state=ocp.args.PyTreeSave(state), data=ocp.args.JsonSave(data_state)))
+    items = {"state": ocp.args.PyTreeSave(state)}
+    if data_stream is not None:
+        items[DATA_ITEM] = DataStateSave(data_stream)
+    return manager.save(int(step), force=force, args=ocp.args.Composite(**items))
 
 
 def state_keys(manager: ocp.CheckpointManager, step: int) -> set[str]:
@@ -106,22 +190,66 @@ def restore_state(manager: ocp.CheckpointManager, step: int,
         keys missing from it are not read.
 
     Returns:
-      (state, data_state); ``data_state`` is ``{}`` when the checkpoint has none.
+      (state, data_info): ``data_info`` is this host's saved ``{"batches_consumed",
+      "description"}`` (``{}`` when the checkpoint has no data position); the stream itself is
+      restored by ``restore_data_state``.
     """
     restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_state)
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(item=abstract_state, restore_args=restore_args,
                                      partial_restore=True)))
-    return restored["state"], restore_data(manager, step)
-
-
-def restore_data(manager: ocp.CheckpointManager, step: int) -> dict:
-    """The data position saved with ``step`` (``{}`` when the checkpoint has none)."""
     try:
-        data = manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
-    except (FileNotFoundError, ValueError, KeyError):
-        data = None
-    return dict(data or {})
+        info = _restore_data(manager, step, None) or {}
+    except DataStateError:
+        info = {}
+    return restored["state"], info
+
+
+def _restore_data(manager: ocp.CheckpointManager, step: int, stream) -> Optional[dict]:
+    """The data item of ``step`` restored into ``stream`` (None when the checkpoint has none)."""
+    if not (pathlib.Path(manager.directory) / str(step) / DATA_ITEM).exists():
+        return None
+    try:
+        return manager.restore(step, args=ocp.args.Composite(**{DATA_ITEM: DataStateRestore(stream)}))[DATA_ITEM]
+    except DataStateError:
+        raise
+    except Exception as e:  # orbax/tensorstore errors of a damaged item
+        raise DataStateError(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
+
+
+def restore_data_state(manager: ocp.CheckpointManager, step: int, stream: DataStream,
+                       required: bool, restart: bool = False) -> bool:
+    """Move ``stream`` to the position this host saved with ``step``.
+
+    Args:
+      manager, step: the checkpoint.
+      stream: this host's freshly opened training stream.
+      required: whether the checkpoint must have a data position (a training checkpoint; the
+        params-only checkpoints of ``save_params`` / import_hf have none).
+      restart: start from the stream's beginning on purpose instead (``RESTART_DATA``).
+
+    Returns:
+      True when the stream was moved to the saved position.
+
+    Raises:
+      DataStateError: a data position is required or exists but cannot be used; the message
+        names the checkpoint and the way out.
+    """
+    where = pathlib.Path(manager.directory) / str(step) / DATA_ITEM
+    if restart:
+        log.warning("RESTART_DATA: the input stream starts from its beginning; the data position "
+                    "saved in %s is not used", where)
+        return False
+    try:
+        info = _restore_data(manager, step, stream)
+        if info is None and required:
+            raise DataStateError("the checkpoint has no data position")
+    except DataStateError as e:
+        raise DataStateError(f"{where}: the saved data position cannot be restored: {e}. The model "
+                             f"state of step {step} is intact; {RESTART_DATA_HINT}") from None
+    if info is not None:
+        log.info("data stream resumed at batch %d from %s", info["batches_consumed"], where)
+    return info is not None
 
 
 # ----------------------------------------------------------------------------- config.json
@@ -191,8 +319,7 @@ def save_params(model_dir: str | os.PathLike, params: Any, config: Any, step: in
         if step in mngr.all_steps():
             raise FileExistsError(f"{checkpoint_dir(model_dir) / str(step)} exists; choose another "
                                   "step or model_dir")
-        save_state(mngr, step, {"params": params, "step": np.int32(step)}, {"batches_consumed": 0},
-                   force=True)
+        save_state(mngr, step, {"params": params, "step": np.int32(step)}, force=True)
         mngr.wait_until_finished()
     return checkpoint_dir(model_dir) / str(step)
 

@@ -3,8 +3,8 @@
 `train()` (the gin entry point of `python -m protlm.train`) builds the mesh and the sharded state
 (`protlm.train_state`), feeds the step global batches built from per-host numpy batches of a batch
 source (`protlm.data.batch_sources`), logs every `log_every` steps, evaluates, checkpoints with
-orbax and resumes exactly (the number of batches consumed is saved with the state and handed back
-to the data source). SIGTERM saves and exits; a non-finite loss stops at the last good checkpoint.
+orbax and resumes exactly (each host's data position, e.g. its tf.data iterator state, is saved with
+the state and restored into the source's stream: nothing is re-read). SIGTERM saves and exits; a non-finite loss stops at the last good checkpoint.
 Everything about the model comes from its family (`protlm.models.registry.get_family`).
 """
 from __future__ import annotations
@@ -79,7 +79,7 @@ def evaluate(model, eval_step, params, data: BatchSource, per_host: int, global_
     A stateful model starts from ``carry`` (a fresh memory) and carries it from batch to batch,
     so the metrics are those of a long stream read with memory.
     """
-    it = data("validation", per_host, 0, jax.process_index(), jax.process_count(), True)
+    it = data("validation", per_host, jax.process_index(), jax.process_count(), True)
     sums = None
     try:
         for _ in range(num_batches):
@@ -149,7 +149,7 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
                                            checkpoint.async_save)
         cleanup.callback(manager.close)
         cleanup.callback(manager.wait_until_finished)
-        stream = _TrainStream(data, manager, per_host, batch_size)
+        stream = _TrainStream(data, manager, per_host, checkpoint.restart_data)
         cleanup.callback(stream.close)
         shapes = {k: jax.ShapeDtypeStruct((batch_size,) + np.shape(v)[1:], jnp.int32)
                   for k, v in stream.first.items()}
@@ -185,41 +185,33 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
 
         with mesh, nn.logical_axis_rules(rules):
             return _loop(model, state, step_fn, run_eval, stream, manager, writer, preemption, perf,
-                         train_steps=train_steps, batch_size=batch_size, seed=seed,
+                         train_steps=train_steps, batch_size=batch_size,
                          rng=jax.random.key(seed, impl=prng_impl),
                          log_every=log_every, eval_every=evaluation.every_steps,
                          save_every=max(1, checkpoint.every_steps), mesh=mesh)
 
 
 class _TrainStream:
-    """The training batches from the saved data position (or the start when the stream changed)."""
+    """This host's training batches, resumed at the position saved with the latest checkpoint."""
 
-    def __init__(self, data: BatchSource, manager, per_host: int, batch_size: int):
+    def __init__(self, data: BatchSource, manager, per_host: int, restart_data: bool):
+        self.stream = data("train", per_host, jax.process_index(), jax.process_count(), True)
         latest = manager.latest_step()
-        saved = checkpoints.restore_data(manager, latest) if latest is not None else {}
-        self._open = lambda start: data("train", per_host, start, jax.process_index(),
-                                        jax.process_count(), True)
-        self.start_batch = int(saved.get("batches_consumed", 0))
-        self.it = self._open(self.start_batch)
-        self.first = next(self.it)
-        self.lengths = [int(np.shape(v)[1]) for _, v in sorted(self.first.items())]
-        if self.start_batch and (saved.get("batch_size", batch_size) != batch_size
-                                 or saved.get("lengths", self.lengths) != self.lengths):
-            log.warning("batch size or feature lengths changed since the checkpoint (%s): the "
-                        "data stream starts from its beginning", saved)
-            _close(self.it)
-            self.start_batch, self.it = 0, self._open(0)
-            self.first = next(self.it)
+        if latest is not None:
+            checkpoints.restore_data_state(
+                manager, latest, self.stream, restart=restart_data,
+                required="opt_state" in checkpoints.state_keys(manager, latest))
+        self.first = next(self.stream)
         self._pending_first = True
 
     def __next__(self) -> Batch:
         if self._pending_first:
             self._pending_first = False
             return self.first
-        return next(self.it)
+        return next(self.stream)
 
     def close(self):
-        _close(self.it)
+        _close(self.stream)
 
 
 def _nonfinite(m) -> bool:
@@ -227,17 +219,13 @@ def _nonfinite(m) -> bool:
 
 
 def _loop(model, state: TrainState, step_fn, run_eval, stream: _TrainStream, manager, writer,
-          preemption: _Preemption, perf: dict, *, train_steps: int, batch_size: int, seed: int,
+          preemption: _Preemption, perf: dict, *, train_steps: int, batch_size: int,
           rng: jax.Array, log_every: int, eval_every: int, save_every: int, mesh) -> dict:
     """Steps until ``train_steps``, SIGTERM or a non-finite loss; logs, evaluates, saves."""
     step = start_step = int(jax.device_get(state.step))
     timer = metrics_lib.StepTimer(step, train_steps)
     window, window_steps, status = None, 0, "done"
     last_train, last_eval, previous = {}, {}, None
-
-    def data_position(at_step):
-        return {"batches_consumed": stream.start_batch + (at_step - start_step),
-                "batch_size": batch_size, "lengths": stream.lengths, "seed": seed}
 
     while step < train_steps:
         batch = make_global_batch(next(stream), partitioning.data_sharding(mesh), batch_size)
@@ -277,7 +265,7 @@ def _loop(model, state: TrainState, step_fn, run_eval, stream: _TrainStream, man
             if _nonfinite(m):
                 status = "nonfinite"
                 break
-            checkpoints.save_state(manager, step, state.to_dict(), data_position(step), force=True)
+            checkpoints.save_state(manager, step, state.to_dict(), stream.stream, force=True)
         if step == start_step + 1:    # the first step's time is compilation: not timed
             jax.block_until_ready(m)
             timer = metrics_lib.StepTimer(step, train_steps)

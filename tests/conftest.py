@@ -7,6 +7,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import pathlib  # noqa: E402
+import tempfile  # noqa: E402
+
+# FASTA globs given to the seqio tasks are converted to shards once, into this cache (keyed by the
+# files' paths, sizes and mtimes): a per-user temporary directory, not the user's ~/.cache.
+os.environ.setdefault("PROTLM_DATA_CACHE", os.path.join(tempfile.gettempdir(), f"protlm-test-data-{os.getuid()}"))
 
 import pytest  # noqa: E402
 

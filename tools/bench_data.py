@@ -1,13 +1,22 @@
-"""Benchmark the data pipeline: residues/s of each pretraining task on one CPU core.
+"""Benchmark the data pipeline: residues/s of each pretraining task on one CPU core, vs a pod host.
 
 Pins the process to one core, limits TensorFlow (op and tf.data thread pools) to 1 thread, builds
-`protlm.data.pipeline.get_dataset` for each task over the FASTA pattern (default: the shared
-pretraining corpus), skips `--warmup_batches` (shuffle buffer fill, tracing) and times
-`--batches` batches. Residues = cropped source residues that end up in the batches.
+`protlm.data.pipeline.get_dataset` for each task over the data (default: the shared pretraining
+corpus; a FASTA glob is converted to TFRecord shards once, before timing), skips `--warmup_batches`
+(shuffle buffer fill, tracing) and times `--batches` batches. Residues = cropped source residues
+that end up in the batches.
 
-  python tools/bench_data.py [--fasta_pattern GLOB] [--batch_size 32] [--length 512] [--batches 100]
+It compares the ProtT5 task's rate with what one host of the paper's ProtT5-XL run consumes:
+a TPU v3-1024 pod has 128 hosts of 8 TensorCores (4 chips); at an assumed model FLOPs utilisation
+(`--assumed_mfu`, default 0.5: stated, not measured) of the v3 peak (123 TFLOP/s per chip, bf16,
+`protlm.metrics`) a host trains `8 x peak x MFU / flops_per_example` examples/s of the XL config
+(`protlm.models.get_config("prot_t5_xl").flops_per_example`, inputs = targets = 512), each of
+which holds up to 511 residues. `ratio` = measured residues/s per core / that consumption.
 
-Prints one JSON object: {"tasks": {name: {"residues_per_s", "examples_per_s", ...}}, "config": {...}}.
+  python tools/bench_data.py [--fasta_pattern GLOB_OR_SHARD_DIR] [--batch_size 32] [--length 512]
+
+Prints one JSON object: {"tasks": {name: {"residues_per_s", "examples_per_s", ...}},
+"pod_host": {...consumption...}, "ratio": ..., "config": {...}}.
 """
 from __future__ import annotations
 
@@ -39,6 +48,21 @@ def _residues(task: str, batch) -> tuple[int, int]:
         return int(is_res(t).sum()), int((t == tok.PROTT5_EOS_ID).sum())
     i, t = batch["encoder_input_tokens"], batch["decoder_target_tokens"]
     return int(is_res(i).sum() + is_res(t).sum()), int((t == tok.PROTT5_EOS_ID).sum())
+
+
+def pod_host_consumption(assumed_mfu: float, model: str = "prot_t5_xl", length: int = 512,
+                         devices_per_host: int = 8, device_kind: str = "TPU v3") -> dict:
+    """Residues/s one host of a TPU v3 pod consumes training `model` at `assumed_mfu`."""
+    from protlm import metrics, models  # pylint: disable=import-outside-toplevel
+
+    config = models.get_config(model)
+    flops = float(config.flops_per_example({"inputs": length, "targets": length}))
+    peak = metrics.peak_flops_per_device(device_kind) * devices_per_host
+    examples = peak * assumed_mfu / flops
+    return {"model": model, "feature_lengths": {"inputs": length, "targets": length},
+            "flops_per_example": flops, "device_kind": device_kind, "devices_per_host": devices_per_host,
+            "peak_flops_per_host": peak, "assumed_mfu": assumed_mfu,
+            "examples_per_s": round(examples, 2), "residues_per_s": round(examples * (length - 1))}
 
 
 def bench(fasta_pattern: str | None, batch_size: int, length: int, batches: int, warmup: int, pack: bool,
@@ -93,7 +117,8 @@ def bench(fasta_pattern: str | None, batch_size: int, length: int, batches: int,
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--fasta_pattern", default=None, help="FASTA glob (default: shared pretraining corpus)")
+    parser.add_argument("--fasta_pattern", default=None,
+                        help="FASTA glob or shard directory (default: the shared pretraining corpus)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--length", type=int, default=512)
     parser.add_argument("--batches", type=int, default=100)
@@ -101,10 +126,20 @@ def main(argv=None) -> None:
     parser.add_argument("--no_pack", action="store_true")
     parser.add_argument("--tasks", default=",".join(_TASK_LENGTHS))
     parser.add_argument("--shuffle_buffer_size", type=int, default=4096)
+    parser.add_argument("--assumed_mfu", type=float, default=0.5,
+                        help="model FLOPs utilisation assumed for the v3-1024 ProtT5-XL host (stated, not measured)")
     args = parser.parse_args(argv)
     out = bench(args.fasta_pattern, args.batch_size, args.length, args.batches, args.warmup_batches,
                 not args.no_pack, args.tasks.split(","), args.shuffle_buffer_size)
+    out["pod_host"] = pod_host_consumption(args.assumed_mfu)
+    t5 = out["tasks"].get("prott5_span_denoising")
+    if t5:
+        out["ratio"] = round(t5["residues_per_s"] / out["pod_host"]["residues_per_s"], 2)
     print(json.dumps(out, indent=1))
+    if t5:
+        print(f"prott5_span_denoising: {t5['residues_per_s']:,} residues/s on one core; one v3-1024 host of "
+              f"ProtT5-XL consumes {out['pod_host']['residues_per_s']:,} residues/s at MFU {args.assumed_mfu:.0%}: "
+              f"ratio {out['ratio']:.1f}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,25 +1,33 @@
-"""seqio preprocessors for the ProtTrans objectives (tf ops only, stateless random, seeded).
+"""seqio preprocessors for the ProtTrans objectives (tf ops only, seeded, deterministic).
 
 Pipeline of every pretraining task (see `protlm.data.tasks`):
   source {"id", "sequence"} -> `tokenize_sequence` -> {"id", "source_tokens"}
   -> seqio.CacheDatasetPlaceholder -> repeat (per epoch) -> one objective below.
+Everything before the placeholder is deterministic, so a seqio cache made by Beam
+(`seqio.scripts.cache_tasks_main`) holds tokens only and every epoch masks afresh.
 
 Objectives (each also keeps "id" and the cropped "source_tokens" for `tools/show_examples.py`):
-  `prott5_span_denoising`: the ProtT5 objective. Random crop to the task length so that
-    inputs incl. EOS fit; exactly round(15 %) of the residues, each replaced by its own sentinel
+  `prott5_span_denoising`: the ProtT5 objective (span length 1). A uniformly random crop to the
+    task length so that inputs incl. EOS fit; exactly floor(15 % of the residues + 0.5) of them
+    (at least 1, at most all but one), chosen uniformly, each replaced by its own sentinel
     `<extra_id_0>, <extra_id_1>, ...` in order; inputs end in EOS; targets = cropped sequence + EOS.
-    With only 100 sentinels the number of masks is capped at 100: at the standard length 512
-    (511 residues) at most 77 masks are drawn, so the cap only lowers the density for crops longer
-    than 666 residues (a warning is logged then).
+    With only 100 sentinels the masks are capped at 100: at the paper's length 512 (511 residues)
+    77 are drawn, so the cap only lowers the density of crops longer than 666 residues (a warning
+    is logged then).
   `span_corruption`: classic T5 (random spans, mean length `mean_noise_span_length`, sentinel-only
     targets), a re-implementation of t5.data.preprocessors.span_corruption with stateless ops.
-  `bert_mlm`: [CLS] seq [SEP]; exactly round(15 %) of the residues selected; of those 80 % [MASK],
-    10 % a random standard amino acid (uniform over the 20, may equal the original, as in BERT),
-    10 % unchanged; `loss_weights` = 1 exactly on the selected positions.
+  `bert_mlm`: [CLS] seq [SEP]; exactly floor(15 % + 0.5) of the residues selected; of those 80 %
+    [MASK], 10 % a random standard amino acid (uniform over the 20, may equal the original, as in
+    BERT), 10 % unchanged; `loss_weights` = 1 exactly on the selected positions.
+
+The two ProtTrans objectives have one numpy twin each in `protlm.data.arrays` (for machines
+without TensorFlow): both draw every choice from `protlm.data.random_bits`, so the same example key
+and tokens give identical examples (tests/data/test_objective_pair.py).
 
 Determinism: seqio.map_over_dataset(num_seeds=1) gives each example a seed from the task seed;
-the seed is folded with a hash of the record id, so shards (different records) draw independent
-masks and every epoch (a new seed from the stream) draws new masks.
+`random_bits.example_key_tf` folds it with a hash of the record id, so hosts and shards
+(different records) draw independent masks and every epoch (a new seed from the stream) draws
+new ones.
 """
 from __future__ import annotations
 
@@ -30,45 +38,38 @@ from typing import Mapping
 import seqio
 import tensorflow as tf
 
+from protlm.data import random_bits as rb
 from protlm.data import tokens as tok
 
 Features = Mapping[str, tf.Tensor]
 
-DEFAULT_NOISE_DENSITY = 0.15
+DEFAULT_NOISE_DENSITY = rb.DEFAULT_NOISE_DENSITY
 DEFAULT_MEAN_NOISE_SPAN_LENGTH = 3.0
-MLM_MASK_FRACTION = 0.8
-MLM_RANDOM_FRACTION = 0.1
 
 
 # --------------------------------------------------------------------------------------- helpers
-def _example_seeds(seed: tf.Tensor, record_id: tf.Tensor, num: int) -> tf.Tensor:
-    """`num` independent stateless seeds [num, 2] from the seqio seed and the record id."""
-    seed = tf.cast(tf.stack(seed) if isinstance(seed, (tuple, list)) else seed, tf.int64)
-    id_hash = tf.strings.to_hash_bucket_fast(record_id, 2**31 - 1)
-    folded = tf.random.experimental.stateless_fold_in(seed, id_hash)
-    return tf.random.experimental.stateless_split(folded, num)
-
-
-def random_crop(tokens: tf.Tensor, max_length: int | None, seed: tf.Tensor) -> tf.Tensor:
+def random_crop(tokens: tf.Tensor, max_length: int | None, key: tf.Tensor) -> tf.Tensor:
     """A uniformly random window of at most `max_length` tokens ([n] -> [min(n, max_length)])."""
     if max_length is None:
         return tokens
     n = tf.size(tokens)
     max_start = tf.maximum(n - max_length, 0)
-    start = tf.random.stateless_uniform([], seed, minval=0, maxval=max_start + 1, dtype=tf.int32)
+    word = rb.bits_tf(key, rb.CROP, 1)[0]
+    start = tf.cast(word % tf.cast(max_start + 1, tf.uint32), tf.int32)
     return tokens[start : start + max_length]
 
 
-def select_exactly(n: tf.Tensor, k: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Bool [n] with exactly `k` True positions, uniformly at random."""
-    order = tf.argsort(tf.random.stateless_uniform([n], seed))
-    ranks = tf.argsort(order)
+def select_exactly(n: tf.Tensor, k: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
+    """Bool [n] with exactly `k` True positions: the k smallest (bits, position) of the SELECT stream."""
+    word = tf.bitwise.right_shift(rb.bits_tf(key, rb.SELECT, n), tf.constant(1, tf.uint32))
+    order_key = tf.bitwise.left_shift(tf.cast(word, tf.int64), 32) + tf.range(n, dtype=tf.int64)
+    ranks = tf.argsort(tf.argsort(order_key))
     return ranks < k
 
 
 def num_masks(n: tf.Tensor, density: float, cap: int | None = None) -> tf.Tensor:
-    """round(n * density) clipped to [1, n - 1] (0 for n < 2) and to `cap`."""
-    k = tf.cast(tf.round(tf.cast(n, tf.float32) * density), tf.int32)
+    """floor(n * density + 0.5) clipped to [1, n - 1] (0 for n < 2) and to `cap` (float64 maths)."""
+    k = tf.cast(tf.floor(tf.cast(n, tf.float64) * density + 0.5), tf.int32)
     k = tf.clip_by_value(k, tf.minimum(1, n - 1), tf.maximum(n - 1, 0))
     if cap is not None:
         k = tf.minimum(k, cap)
@@ -96,22 +97,22 @@ def tokenize_sequence(dataset: tf.data.Dataset, output_features: Mapping[str, se
 
 # --------------------------------------------------------------------------- ProtT5 denoising
 def span_denoise_example(
-    tokens: tf.Tensor, seed: tf.Tensor, crop_length: int | None, noise_density: float = DEFAULT_NOISE_DENSITY
+    tokens: tf.Tensor, key: tf.Tensor, crop_length: int | None, noise_density: float = DEFAULT_NOISE_DENSITY
 ) -> dict[str, tf.Tensor]:
-    """ProtT5 denoising of one tokenized sequence.
+    """ProtT5 denoising of one tokenized sequence (numpy twin: `arrays.span_denoise_example`).
 
     Args:
       tokens: int32 [n] residue ids (ProtT5 vocabulary, no EOS).
-      seed: int [2, 2] seeds (crop, mask).
+      key: uint32 [2] example key (`random_bits`).
       crop_length: residues kept (the task length minus 1 for EOS); None = no crop.
       noise_density: fraction of residues replaced by sentinels.
 
     Returns:
       {"inputs": [m + 1], "targets": [m + 1], "source_tokens": [m]} with m = cropped length.
     """
-    crop = random_crop(tokens, crop_length, seed[0])
+    crop = random_crop(tokens, crop_length, key)
     n = tf.size(crop)
-    mask = select_exactly(n, num_masks(n, noise_density, tok.PROTT5_NUM_SENTINELS), seed[1])
+    mask = select_exactly(n, num_masks(n, noise_density, tok.PROTT5_NUM_SENTINELS), key)
     sentinel = tok.PROTT5_FIRST_SENTINEL_ID + 1 - tf.cumsum(tf.cast(mask, tf.int32))  # 127, 126, ...
     eos = tf.constant([tok.PROTT5_EOS_ID], tf.int32)
     inputs = tf.concat([tf.where(mask, sentinel, crop), eos], 0)
@@ -133,7 +134,8 @@ def prott5_span_denoising(
     @seqio.map_over_dataset(num_seeds=1)
     def fn(ex, seed):
         out = {k: v for k, v in ex.items() if k != "source_tokens"}
-        out.update(span_denoise_example(ex["source_tokens"], _example_seeds(seed, ex["id"], 2), crop_length, noise_density))
+        out.update(span_denoise_example(ex["source_tokens"], rb.example_key_tf(seed, ex["id"]), crop_length,
+                                        noise_density))
         return out
 
     return fn(dataset)
@@ -197,11 +199,12 @@ def spans_to_unique_sentinel(tokens: tf.Tensor, span_mask: tf.Tensor) -> tf.Tens
 
 
 def span_corrupt_example(
-    tokens: tf.Tensor, seed: tf.Tensor, crop_length: int | None, noise_density: float, mean_noise_span_length: float
+    tokens: tf.Tensor, key: tf.Tensor, crop_length: int | None, noise_density: float, mean_noise_span_length: float
 ) -> dict[str, tf.Tensor]:
-    """Classic T5 span corruption of one sequence (seed [3, 2]: crop, noise lengths, non-noise lengths)."""
-    crop = random_crop(tokens, crop_length, seed[0])
-    mask = random_spans_noise_mask(tf.size(crop), noise_density, seed[1:], mean_noise_span_length)
+    """Classic T5 span corruption of one sequence (key: uint32 [2] example key)."""
+    crop = random_crop(tokens, crop_length, key)
+    seeds = tf.random.experimental.stateless_split(tf.cast(key, tf.int64), 2)   # noise / non-noise lengths
+    mask = random_spans_noise_mask(tf.size(crop), noise_density, seeds, mean_noise_span_length)
     eos = tf.constant([tok.PROTT5_EOS_ID], tf.int32)
     return {
         "inputs": tf.concat([spans_to_unique_sentinel(crop, mask), eos], 0),
@@ -236,7 +239,7 @@ def span_corruption(
     @seqio.map_over_dataset(num_seeds=1)
     def fn(ex, seed):
         out = {k: v for k, v in ex.items() if k != "source_tokens"}
-        out.update(span_corrupt_example(ex["source_tokens"], _example_seeds(seed, ex["id"], 3), crop_length,
+        out.update(span_corrupt_example(ex["source_tokens"], rb.example_key_tf(seed, ex["id"]), crop_length,
                                         noise_density, mean_noise_span_length))
         return out
 
@@ -245,21 +248,22 @@ def span_corruption(
 
 # -------------------------------------------------------------------------------------- BERT MLM
 def mlm_example(
-    tokens: tf.Tensor, seed: tf.Tensor, crop_length: int | None, select_fraction: float = DEFAULT_NOISE_DENSITY
+    tokens: tf.Tensor, key: tf.Tensor, crop_length: int | None, select_fraction: float = DEFAULT_NOISE_DENSITY
 ) -> dict[str, tf.Tensor]:
-    """BERT masking of one sequence (ProtBert ids, no specials; seed [4, 2]).
+    """BERT masking of one sequence (ProtBert ids, no specials; numpy twin: `arrays.mlm_example`).
 
     Returns:
       {"inputs", "targets", "loss_weights"}: int32 [m + 2] for [CLS] crop [SEP]; "source_tokens" [m].
     """
-    crop = random_crop(tokens, crop_length, seed[0])
+    crop = random_crop(tokens, crop_length, key)
     n = tf.size(crop)
-    selected = select_exactly(n, num_masks(n, select_fraction), seed[1])
-    u = tf.random.stateless_uniform([n], seed[2])
-    to_mask = tf.logical_and(selected, u < MLM_MASK_FRACTION)
-    to_random = tf.logical_and(selected, tf.logical_and(u >= MLM_MASK_FRACTION, u < MLM_MASK_FRACTION + MLM_RANDOM_FRACTION))
+    selected = select_exactly(n, num_masks(n, select_fraction), key)
+    action = tf.bitwise.right_shift(rb.bits_tf(key, rb.ACTION, n), tf.constant(8, tf.uint32))
+    to_mask = tf.logical_and(selected, action < rb.MLM_MASK_BELOW)
+    to_random = tf.logical_and(selected, tf.logical_and(action >= rb.MLM_MASK_BELOW, action < rb.MLM_RANDOM_BELOW))
     pool = tf.constant(tok.PROTBERT_STANDARD_RESIDUE_IDS, tf.int32)
-    random_ids = tf.gather(pool, tf.random.stateless_uniform([n], seed[3], 0, len(tok.PROTBERT_STANDARD_RESIDUE_IDS), tf.int32))
+    pick = rb.bits_tf(key, rb.RANDOM_RESIDUE, n) % tf.constant(len(tok.PROTBERT_STANDARD_RESIDUE_IDS), tf.uint32)
+    random_ids = tf.gather(pool, tf.cast(pick, tf.int32))
     masked = tf.where(to_mask, tok.PROTBERT_MASK_ID, tf.where(to_random, random_ids, crop))
     cls = tf.constant([tok.PROTBERT_CLS_ID], tf.int32)
     sep = tf.constant([tok.PROTBERT_SEP_ID], tf.int32)
@@ -284,7 +288,7 @@ def bert_mlm(
     @seqio.map_over_dataset(num_seeds=1)
     def fn(ex, seed):
         out = {k: v for k, v in ex.items() if k != "source_tokens"}
-        out.update(mlm_example(ex["source_tokens"], _example_seeds(seed, ex["id"], 4), crop_length, select_fraction))
+        out.update(mlm_example(ex["source_tokens"], rb.example_key_tf(seed, ex["id"]), crop_length, select_fraction))
         return out
 
     return fn(dataset)

@@ -6,19 +6,22 @@ Tasks (each on train / validation splits):
   protbert_mlm            BERT MLM, 15 % selected, 80/10/10, encoder-only
 and the same three with suffixes `_uniref50`, `_uniref100`, `_bfd`.
 
-Where the FASTA comes from (resolved when a dataset is built, not at import):
+Where the data comes from (resolved when a dataset is built, not at import): each pattern is the
+shard directory of `tools/shard_fasta.py` (TFRecord shards, read natively and checkpointably), shard
+files, or a plain FASTA glob (converted once into shards, `protlm.data.sources`).
   base tasks:   `fasta_pattern` argument, else `$PROTLM_FASTA_PATTERN`, else the shared corpus
                 `$PROTLM_DATA_ROOT/pretraining/combined_dedup/*.fasta.gz` with `$PROTLM_DATA_ROOT`
                 defaulting to `../shared/data` beside the repository.
-  `_uniref50`:  `$PROTLM_UNIREF50`  (e.g. gs://BUCKET/uniref50/train-*.fasta.gz from tools/shard_fasta.py)
+  `_uniref50`:  `$PROTLM_UNIREF50`  (e.g. gs://BUCKET/uniref50_shards from tools/shard_fasta.py)
   `_uniref100`: `$PROTLM_UNIREF100`
   `_bfd`:       `$PROTLM_BFD`
 Validation: `validation_fasta_pattern` / `$PROTLM_FASTA_PATTERN_VALIDATION` / `$PROTLM_UNIREF50_VALIDATION`
-(etc.) when set; otherwise the 1 % hash-of-id held-out split of the train files (`protlm.data.splits`).
+(etc.) when set; otherwise the shards' validation split (for a FASTA glob the 1 % hash-of-id held-out
+split, `protlm.data.splits`).
 
 From gin (dynamic registration):
   import protlm.data.tasks
-  protlm.data.tasks.register_tasks.fasta_pattern = "gs://my-bucket/uniref50/train-*.fasta.gz"
+  protlm.data.tasks.register_tasks.fasta_pattern = "gs://my-bucket/uniref50_shards"
 and call `register_tasks()` (the trainer does) before the task is looked up.
 """
 from __future__ import annotations
@@ -30,7 +33,7 @@ import seqio
 
 from protlm.data import preprocessors as prep
 from protlm.data import splits as splits_lib
-from protlm.data.sources import FastaDataSource, PatternLike, env_pattern
+from protlm.data.sources import PatternLike, ProteinDataSource, env_pattern
 from protlm.data.vocabularies import ProtBertVocabulary, ProtT5Vocabulary
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -86,8 +89,10 @@ def register_tasks(
     """(Re)registers every pretraining task; returns the names.
 
     Args:
-      fasta_pattern: FASTA glob/list (or callable) for the base tasks; None = env/default (module doc).
-      validation_fasta_pattern: separate validation FASTA for the base tasks; None = env var or the hash held-out split.
+      fasta_pattern: shard directory, shard files or FASTA glob/list (or callable) for the base tasks;
+        None = env/default (module doc).
+      validation_fasta_pattern: separate validation set for the base tasks; None = env var or the
+        shards' validation split.
       validation_fraction: hash held-out split size when there is no validation pattern.
       rare_residue_map: tokenizer policy for U Z O B (None = ProtTrans: all -> X).
       noise_density: ProtT5 masked fraction / BERT selected fraction / span corruption density.
@@ -108,8 +113,9 @@ def register_tasks(
             validation = validation_fasta_pattern if validation_fasta_pattern is not None else env_pattern(f"{var}_VALIDATION")
         else:
             train, validation = env_pattern(var), env_pattern(f"{var}_VALIDATION")
-        hint = f"Set ${var} to a FASTA glob (local or gs://), e.g. the train shards written by tools/shard_fasta.py."
-        source = FastaDataSource(train, validation, validation_fraction, missing_pattern_hint=hint)
+        hint = (f"Set ${var} to a FASTA glob or the shard directory written by tools/shard_fasta.py "
+                "(local or gs://).")
+        source = ProteinDataSource(train, validation, validation_fraction, missing_pattern_hint=hint)
         for objective, (features, fn) in objectives.items():
             _add(objective + suffix, source, features, fn, shuffle_buffer_size)
     return TASK_NAMES

@@ -1,4 +1,4 @@
-"""get_batch_iterator: keys, packing, determinism, sharding, resume, validation split."""
+"""open_stream: keys, packing, determinism, sharding, save/restore, validation split."""
 import itertools
 
 import numpy as np
@@ -10,7 +10,7 @@ from protlm.data import feature_converters as fc
 from protlm.data import splits
 from protlm.data import tokens as tok
 from protlm.data.fasta import read_fasta
-from protlm.data.pipeline import get_batch_iterator
+from protlm.data.pipeline import get_batch_iterator, open_stream
 
 T5_KEYS = {"encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights"}
 T5_PACK = {"encoder_segment_ids", "encoder_positions", "decoder_segment_ids", "decoder_positions"}
@@ -60,7 +60,7 @@ def test_t5_packing_consistent(small_tasks):
 
 
 def test_mlm_packing_keeps_all_loss_weights(small_tasks):
-    packed = _take(get_batch_iterator("protbert_mlm", {"inputs": 256}, 8, seed=5, pack=True), 4)
+    packed = _take(get_batch_iterator("protbert_mlm", {"inputs": 256}, 8, seed=5, pack=True), 8)
     assert any((b["encoder_segment_ids"].max(axis=1) > 1).any() for b in packed)
     for b in packed:
         w, inp, tgt, seg = b["encoder_loss_weights"], b["encoder_input_tokens"], b["encoder_target_tokens"], b["encoder_segment_ids"]
@@ -99,7 +99,7 @@ def test_converter_choice(small_tasks):
     assert isinstance(fc.get_feature_converter("prott5_span_denoising_uniref50"), seqio.EncDecFeatureConverter)
 
 
-def test_determinism_seed_and_resume(small_tasks):
+def test_determinism_seed_and_restore(small_tasks, tmp_path):
     args = ("prott5_span_denoising", {"inputs": L, "targets": L}, 4)
     a = _take(get_batch_iterator(*args, seed=11), 6)
     b = _take(get_batch_iterator(*args, seed=11), 6)
@@ -108,10 +108,19 @@ def test_determinism_seed_and_resume(small_tasks):
         for k in x:
             np.testing.assert_array_equal(x[k], y[k])
     assert any((x["encoder_input_tokens"] != y["encoder_input_tokens"]).any() for x, y in zip(a, c))
-    resumed = _take(get_batch_iterator(*args, seed=11, start_batch=4), 2)
-    for x, y in zip(a[4:], resumed):
+    stream = open_stream(*args, seed=11)
+    _take(stream, 4)
+    stream.save(str(tmp_path))
+    resumed = open_stream(*args, seed=11)
+    resumed.restore(str(tmp_path))
+    for x, y in zip(a[4:], _take(resumed, 2)):
         for k in x:
             np.testing.assert_array_equal(x[k], y[k])
+    other = open_stream("protbert_mlm", {"inputs": L}, 4, seed=11)
+    with pytest.raises(ValueError, match="cannot be restored"):
+        other.restore(str(tmp_path))
+    with pytest.raises(ValueError, match="no tf.data iterator state"):
+        other.restore(str(tmp_path / "nothing_here"))
 
 
 def _ids_of(task, small_corpus, **kw):
@@ -122,13 +131,32 @@ def _ids_of(task, small_corpus, **kw):
     return [ex["id"].decode() for ex in ds.as_numpy_iterator()]
 
 
-@pytest.mark.parametrize("num_shards", [2, 8])  # 2: by file (4 files), 8: by record
-def test_shards_disjoint_and_complete(small_tasks, num_shards):
-    parts = [_ids_of("prott5_span_denoising", small_tasks, split="train", seed=0, shard_index=i, num_shards=num_shards)
+@pytest.fixture(scope="module")
+def four_shard_dir(small_corpus, tmp_path_factory):
+    """A 4-file shard directory of the small corpus."""
+    from protlm.data import shard_pipeline
+
+    out = tmp_path_factory.mktemp("four") / "shards"
+    shard_pipeline.run(shard_pipeline.ShardConfig(inputs=(small_corpus,), output_dir=str(out), num_shards=4))
+    return str(out)
+
+
+@pytest.fixture()
+def four_shard_tasks(four_shard_dir):
+    from protlm.data.tasks import register_tasks
+
+    register_tasks(fasta_pattern=four_shard_dir, shuffle_buffer_size=64)
+    yield four_shard_dir
+    register_tasks()
+
+
+@pytest.mark.parametrize("num_shards", [2, 8])  # 2: by file (4 shard files), 8: by record
+def test_shards_disjoint_and_complete(four_shard_tasks, num_shards):
+    parts = [_ids_of("prott5_span_denoising", four_shard_tasks, split="train", seed=0, shard_index=i, num_shards=num_shards)
              for i in range(num_shards)]
     flat = [x for p in parts for x in p]
     assert len(flat) == len(set(flat))
-    everything = _ids_of("prott5_span_denoising", small_tasks, split="train", seed=0)
+    everything = _ids_of("prott5_span_denoising", four_shard_tasks, split="train", seed=0)
     assert sorted(flat) == sorted(everything)
     b0 = next(get_batch_iterator("protbert_mlm", {"inputs": L}, 4, seed=0, shard_index=0, num_shards=num_shards))
     b1 = next(get_batch_iterator("protbert_mlm", {"inputs": L}, 4, seed=0, shard_index=1, num_shards=num_shards))

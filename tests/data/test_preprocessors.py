@@ -7,6 +7,7 @@ import seqio
 import tensorflow as tf
 
 from protlm.data import preprocessors as prep
+from protlm.data import random_bits as rb
 from protlm.data import tokens as tok
 from protlm.data.fasta import read_fasta
 
@@ -14,7 +15,8 @@ SEQ = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSL
 
 
 def _seed(a, b=0):
-    return tf.constant([[a, b], [a + 1, b], [a + 2, b], [a + 3, b]], tf.int64)
+    """An example key (uint32 [2])."""
+    return tf.constant(rb.row_key_np(a, b))
 
 
 def test_prott5_denoising_exact_format():
@@ -28,7 +30,7 @@ def test_prott5_denoising_exact_format():
     inputs = out["inputs"]
     assert len(inputs) == 101 and inputs[-1] == tok.PROTT5_EOS_ID
     masked = inputs[:-1] != src
-    assert masked.sum() == 15  # round(0.15 * 100)
+    assert masked.sum() == 15  # floor(0.15 * 100 + 0.5)
     # i-th masked residue -> <extra_id_i>, in order; everything else unchanged.
     np.testing.assert_array_equal(inputs[:-1][masked], 127 - np.arange(15))
     np.testing.assert_array_equal(inputs[:-1][~masked], src[~masked])
@@ -49,7 +51,7 @@ def test_prott5_crop_and_sentinel_cap():
 
 def test_crop_is_uniform_window():
     tokens = tf.range(1000, dtype=tf.int32)
-    starts = {int(prep.random_crop(tokens, 10, tf.constant([s, 7], tf.int64))[0]) for s in range(200)}
+    starts = {int(prep.random_crop(tokens, 10, _seed(s, 7))[0]) for s in range(200)}
     assert len(starts) > 150 and min(starts) >= 0 and max(starts) <= 990
 
 
@@ -101,7 +103,7 @@ def _real_examples(pretraining_fasta, fn, min_residues):
     """Applies `fn(tokens, seed)` to real records until `min_residues` residues were processed."""
     outs, total = [], 0
     for i, rec in enumerate(itertools.islice(read_fasta(pretraining_fasta[1]), 2000)):
-        out = fn(rec.sequence, tf.constant([[i, 1], [i, 2], [i, 3], [i, 4]], tf.int64))
+        out = fn(rec.sequence, _seed(i, 1))
         outs.append({k: v.numpy() for k, v in out.items()})
         total += len(outs[-1]["source_tokens"])
         if total >= min_residues:

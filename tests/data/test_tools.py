@@ -1,5 +1,4 @@
-"""tools/shard_fasta.py, tools/show_examples.py and tools/bench_data.py."""
-import gzip
+"""tools/shard_fasta.py (CLI; the pipeline: test_shard_pipeline.py), tools/show_examples.py, tools/bench_data.py."""
 import importlib.util
 import json
 import pathlib
@@ -7,9 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
-from protlm.data import splits
-from protlm.data.fasta import FastaFormatError, read_fasta
 
 TOOLS = pathlib.Path(__file__).resolve().parents[2] / "tools"
 
@@ -24,91 +20,24 @@ def _load(name):
 shard_tool = _load("shard_fasta")
 
 
-def _records(n, dup_every=0):
-    out = []
-    for i in range(n):
-        seq = "MKTAYIAKQRQISFVKSHFSRQ"[: 5 + i % 15] + "LG" * (i % 7)
-        if dup_every and i % dup_every == 0 and i:
-            seq = out[0][1]
-        out.append((f"rec{i}", seq))
-    return out
-
-
-def _write_fasta(path, recs):
-    path.write_text("".join(f">{i} some description\n{s.lower() if n % 3 == 0 else s}\n" for n, (i, s) in enumerate(recs)))
-    return str(path)
-
-
-def test_shard_split_dedup_exclusion(tmp_path):
-    recs = [(f"r{i}", "M" + "ACDEFGHIKLMNPQRSTVWY"[i % 20] * (3 + i % 11) + "K" * (i // 20)) for i in range(600)]
-    recs.append(("dup_of_r1", recs[1][1]))
-    recs.append(("dup_of_r2", recs[2][1]))
-    src = _write_fasta(tmp_path / "in.fasta", recs)
-    ex_fasta = tmp_path / "test_set.fasta"
-    ex_fasta.write_text(f">t1\n{recs[5][1]}\n")
-    ex_csv = tmp_path / "cb513.csv"
-    ex_csv.write_text("input, dssp3, dssp8\n" + " ".join(recs[7][1]) + ",C C,C C\n")
-    out = tmp_path / "out"
-    report = shard_tool.shard_fasta([src], str(out), num_shards=4, validation_fraction=0.1, dedup=True,
-                                    exclude=[str(ex_fasta), str(ex_csv)], progress=False)
-    assert report["records_read"] == 602
-    assert report["duplicates_removed"] == 2
-    assert report["excluded_removed"] == 2
-    assert report["train"]["records"] + report["validation"]["records"] == 598
-    train = list(read_fasta(str(out / "train-*-of-00004.fasta.gz")))
-    val = list(read_fasta(str(out / "validation-*.fasta.gz")))
-    assert all(not splits.is_validation(r.id, 0.1) for r in train)
-    assert all(splits.is_validation(r.id, 0.1) for r in val)
-    assert 30 <= len(val) <= 90  # ~10 %
-    ids = {r.id for r in train + val}
-    assert "r5" not in ids and "r7" not in ids and "dup_of_r1" not in ids and "r1" in ids
-    seqs = [r.sequence for r in train + val]
-    assert len(seqs) == len(set(seqs))
-    for r in train:
-        assert r.path.endswith(f"train-{splits.shard_of(r.id, 4):05d}-of-00004.fasta.gz")
-    assert json.loads((out / "shard_report.json").read_text())["train"]["records"] == len(train)
-    # Deterministic: same input, same bytes (gzip mtime aside: compare decompressed text).
-    out2 = tmp_path / "out2"
-    shard_tool.shard_fasta([src], str(out2), num_shards=4, validation_fraction=0.1, dedup=True,
-                           exclude=[str(ex_fasta), str(ex_csv)], progress=False)
-    for p in out.glob("*.fasta.gz"):
-        assert gzip.decompress(p.read_bytes()) == gzip.decompress((out2 / p.name).read_bytes())
-
-
-def test_shard_atomic_on_error(tmp_path):
+def test_shard_cli_summary_overwrite_and_errors(tmp_path, capsys):
     src = tmp_path / "in.fasta"
-    src.write_text(">a\nMKT\n" * 50 + ">bad\nMK-T\n")
-    out = tmp_path / "out"
-    with pytest.raises(FastaFormatError, match="alignment gap"):
-        shard_tool.shard_fasta([str(src)], str(out), num_shards=2, progress=False)
-    assert list(out.iterdir()) == []  # nothing half-written, no temporaries left
-
-
-def test_shard_cli_and_empty_shards(tmp_path, capsys):
-    src = _write_fasta(tmp_path / "in.fasta", _records(3))
-    shard_tool.main(["--input", src, "--output_dir", str(tmp_path / "o"), "--num_shards", "16", "--no_progress"])
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["records_read"] == 3
-    assert len(summary["train"]["empty_shards_not_written"]) >= 13
+    src.write_text(">a desc\nMKTAYIAKQR\n>b\nLLGV\n>c\nMKTAYIAKQR\n")
+    out = tmp_path / "o"
+    args = ["--input", str(src), "--output_dir", str(out), "--num_shards", "16", "--dedup"]
+    shard_tool.main(args)
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["records_read"] == 3 and summary["duplicates_removed"] == 1
+    assert len(summary["train"]["empty_shards_not_written"]) >= 14
+    assert "sharded 3 records" in captured.err                      # the human-readable last line
+    with pytest.raises(SystemExit, match="not empty.*--overwrite"):
+        shard_tool.main(args)
+    shard_tool.main(args + ["--overwrite", "--num_shards", "2"])
+    assert not list(out.glob("*-of-00016.tfrecord")) and list(out.glob("*-of-00002.tfrecord"))
     with pytest.raises(SystemExit, match="matches no file"):
-        shard_tool.main(["--input", str(tmp_path / "none*.fa"), "--output_dir", str(tmp_path / "o2"), "--num_shards", "2"])
-
-
-def test_shard_real_corpus_excluding_netsurfp(tmp_path, data_root, pretraining_fasta):
-    """The shared corpus was filtered against CB513: excluding it removes nothing; a planted copy is removed."""
-    cb513 = data_root / "secondary_structure/netsurfp2_prottrans_csv/CB513_HHblits.csv"
-    first = next(iter(shard_tool._csv_sequences(str(cb513), "input")))
-    src = tmp_path / "mix.fasta"
-    recs = []
-    for rec in read_fasta(pretraining_fasta[0]):
-        recs.append((rec.id, rec.sequence))
-        if len(recs) == 300:
-            break
-    recs.append(("planted_cb513", "".join(first.split())))
-    _write_fasta(src, recs)
-    report = shard_tool.shard_fasta([str(src)], str(tmp_path / "o"), 2, exclude=[str(cb513)], progress=False)
-    assert report["excluded_removed"] == 1
-    assert report["train"]["records"] + report["validation"]["records"] == 300
+        shard_tool.main(["--input", str(tmp_path / "none*.fa"), "--output_dir", str(tmp_path / "o2"),
+                         "--num_shards", "2"])
 
 
 def test_show_examples_json(small_tasks):
@@ -141,3 +70,17 @@ def test_show_examples_and_bench_cli(small_corpus):
     result = json.loads(bench.stdout)
     assert set(result["tasks"]) == {"prott5_span_denoising", "prott5_span_corruption", "protbert_mlm"}
     assert all(v["residues_per_s"] > 0 for v in result["tasks"].values())
+    host = result["pod_host"]
+    assert host["model"] == "prot_t5_xl" and host["assumed_mfu"] == 0.5 and host["residues_per_s"] > 0
+    assert result["ratio"] == pytest.approx(
+        result["tasks"]["prott5_span_denoising"]["residues_per_s"] / host["residues_per_s"], rel=0.01)
+
+
+def test_pod_host_consumption_from_the_model_flops():
+    bench = _load("bench_data")
+    host = bench.pod_host_consumption(0.5)
+    from protlm import models
+    flops = models.get_config("prot_t5_xl").flops_per_example({"inputs": 512, "targets": 512})
+    assert host["peak_flops_per_host"] == 8 * 123e12 / 2                  # 4 v3 chips
+    assert host["examples_per_s"] == pytest.approx(8 * 61.5e12 * 0.5 / flops, rel=1e-3)
+    assert bench.pod_host_consumption(0.25)["residues_per_s"] == pytest.approx(host["residues_per_s"] / 2, rel=1e-3)

@@ -13,7 +13,7 @@ from tests.trainer.synthetic import family_arrays
 
 def run(model_dir, preset="prot_t5_tiny", steps=5, batch_size=8, partition=None,
         checkpoint_every=1000, eval_every=0, lr=1e-2, accum_steps=1, seed=0,
-        prng_impl="threefry2x32", **config):
+        prng_impl="threefry2x32", restart_data=False, **config):
     """Train a tiny preset on synthetic arrays; returns the train() result."""
     cfg = models.get_config(preset, **config)
     return trainer.train(
@@ -23,7 +23,8 @@ def run(model_dir, preset="prot_t5_tiny", steps=5, batch_size=8, partition=None,
         learning_rate=optimizers.constant_schedule(lr),
         optimizer=optimizers.adafactor if preset.startswith("prot_t5") else optimizers.lamb,
         partition=partition or partitioning.PartitionConfig(),
-        checkpoint=checkpoints.CheckpointConfig(every_steps=checkpoint_every, keep=None),
+        checkpoint=checkpoints.CheckpointConfig(every_steps=checkpoint_every, keep=None,
+                                                restart_data=restart_data),
         evaluation=trainer.EvalConfig(every_steps=eval_every, num_batches=2),
         accum_steps=accum_steps, seed=seed, log_every=1, prng_impl=prng_impl)
 
