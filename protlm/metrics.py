@@ -100,7 +100,7 @@ def format_seconds(seconds: float) -> str:
 
 
 class MetricWriter:
-    """Writes scalars to the console (logging) and to TensorBoard event files.
+    """Writes scalars to TensorBoard event files and JSON lines (the trainer prints its own line).
 
     Only process 0 writes. Events go to ``MODEL_DIR/tensorboard/<name>`` for each
     ``name`` used (``train``, ``eval``); the same scalars are appended as JSON lines to
@@ -124,7 +124,7 @@ class MetricWriter:
         return self._writers[name]
 
     def write(self, name: str, step: int, scalars: Mapping[str, float]) -> None:
-        """Log ``scalars`` at ``step`` under ``name`` (console line + TensorBoard)."""
+        """Record ``scalars`` at ``step`` under ``name`` (TensorBoard + JSON lines; a debug log line)."""
         if not self._enabled:
             return
         parts = []
@@ -138,7 +138,7 @@ class MetricWriter:
             if math.isfinite(value):
                 self._writer(name).add_scalar(key, value, step)
             parts.append(f"{key}={value:.4g}")
-        log.info("[%s] step %d: %s", name, step, " ".join(parts))
+        log.debug("[%s] step %d: %s", name, step, " ".join(parts))
 
     def text(self, name: str, step: int, tag: str, text: str) -> None:
         """Log a text blob (e.g. the gin config) to TensorBoard."""

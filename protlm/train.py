@@ -9,20 +9,24 @@ Flags (T5X style):
   --gin.NAME=VALUE       shorthand for --gin_bindings="NAME=VALUE" (macros: MODEL_DIR,
                          TRAIN_STEPS, BATCH_SIZE, MIXTURE_OR_TASK_NAME, TASK_FEATURE_LENGTHS,
                          FASTA_PATTERN, ...). Strings need inner quotes: --gin.MODEL_DIR="'runs/x'".
+                         A macro no gin binding reads (a typo) is an error naming the closest one.
   --gin_search_paths=P   comma-separated directories for gin files and includes
                          (default: the current directory and the repository root).
   --dry_run              lower + compile the train step on abstract inputs, report memory, exit.
   --dry_run_devices=N    with --dry_run: emulate N CPU devices (the mesh the report is for).
 Multi-host: TPU pods detect themselves with --distributed; GPU/CPU clusters pass
   --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
+Errors a user can fix (bad FASTA, settings, a MODEL_DIR in use) print one line `train: error: ...`
+and exit 2; a checkpoint that cannot be written exits 1 (`protlm.cli`).
 """
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import pathlib
 import sys
+
+from protlm import cli, gin_macros
 
 # gin files live in the repository's gin/ and include each other as 'gin/...' (T5X style);
 # the repository root is a default search path, so they resolve from any working directory.
@@ -85,12 +89,13 @@ def _parse_gin(args: argparse.Namespace):
         gin.add_config_file_search_path(p)
     gin.parse_config_files_and_bindings(args.gin_file, args.gin_bindings,
                                         finalize_config=False)
+    gin_macros.check_command_line_macros(args.gin_bindings)
     gin.finalize()
     return gin
 
 
-def _save_gin_config(gin) -> None:
-    """Write the parsed config to ``MODEL_DIR/config.gin`` (process 0, atomically)."""
+def _save_gin_config(gin, name: str = "config.gin", text: str | None = None) -> None:
+    """Write the parsed config (or `text`) to ``MODEL_DIR/<name>`` (process 0, atomically)."""
     import jax
     try:
         model_dir = gin.query_parameter("%MODEL_DIR")
@@ -98,10 +103,10 @@ def _save_gin_config(gin) -> None:
         return
     if not isinstance(model_dir, str) or jax.process_index() != 0:
         return
-    path = pathlib.Path(model_dir) / "config.gin"
+    path = pathlib.Path(model_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".config.gin.tmp-{os.getpid()}")
-    tmp.write_text(gin.config_str(), encoding="utf-8")
+    tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
+    tmp.write_text(gin.config_str() if text is None else text, encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -109,8 +114,7 @@ def train(argv: list[str]) -> dict:
     """Parse flags and gin, then run ``protlm.trainer.train`` (or its dry run)."""
     args = parse_flags(argv)
     _setup_environment(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    cli.setup_logging()
     _init_distributed(args)
     from protlm import trainer
     gin = _parse_gin(args)
@@ -118,12 +122,19 @@ def train(argv: list[str]) -> dict:
         _save_gin_config(gin)
     fn = gin.get_configurable(trainer.train)
     result = fn(dry_run_only=True) if args.dry_run else fn()
-    logging.getLogger(__name__).info("gin config:\n%s", gin.operative_config_str())
+    if not args.dry_run:   # what the run used, every default included (T5X's operative config)
+        _save_gin_config(gin, "operative_config.gin", gin.operative_config_str())
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    result = train(sys.argv[1:] if argv is None else argv)
+    try:
+        result = train(sys.argv[1:] if argv is None else argv)
+    except Exception as e:  # pylint: disable=broad-except
+        code = cli.report(e, "train")
+        if code is None:
+            raise
+        return code
     status = result.get("status")
     if status == "nonfinite":
         print(f"stopped: non-finite loss at step {result['step']}; the last good checkpoint is kept",
@@ -139,4 +150,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, "train")
