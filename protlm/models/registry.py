@@ -9,12 +9,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from protlm.models import albert_family, bert_family, t5_family, txl_family, xlnet_family
+from protlm.models import electra_family
 from protlm.models.family import Family
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     t5_family.FAMILY,
     bert_family.FAMILY,
     albert_family.FAMILY,
+    electra_family.FAMILY,
     txl_family.FAMILY,
     xlnet_family.FAMILY,
 )}
