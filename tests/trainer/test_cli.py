@@ -68,8 +68,16 @@ def test_pretrain_requires_its_macros(tmp_path):
                      "--gin.TRAIN_STEPS=1"])
 
 
-@pytest.mark.parametrize("gin_file", ["quickstart.gin", "prot_t5_xl.gin", "prot_t5_xxl.gin",
-                                      "prot_bert.gin", "prot_bert_2048.gin"])
+EXPERIMENT_FILES = sorted(str(p.relative_to(train.REPO_ROOT / "gin"))
+                          for pattern in ("*.gin", "slices/*.gin")
+                          for p in (train.REPO_ROOT / "gin").glob(pattern))
+
+
+def test_every_family_has_experiment_files():
+    assert len(EXPERIMENT_FILES) >= 18, EXPERIMENT_FILES
+
+
+@pytest.mark.parametrize("gin_file", EXPERIMENT_FILES)
 def test_experiment_files_parse(gin_file, tmp_path, monkeypatch):
     # from another directory that has a `runs/` folder (a namespace package for gin's reader)
     (tmp_path / "runs").mkdir()
@@ -77,9 +85,18 @@ def test_experiment_files_parse(gin_file, tmp_path, monkeypatch):
     gin.add_config_file_search_path(str(train.REPO_ROOT))
     gin_file = "gin/" + gin_file
     gin.parse_config_files_and_bindings([gin_file], ["MODEL_DIR = '/tmp/x'",
-                                                     "FASTA_PATTERN = '/tmp/x.fasta'"])
-    assert gin.query_parameter("%TRAIN_STEPS") > 0
-    assert gin.query_parameter("%BATCH_SIZE") > 0
+                                                     "FASTA_PATTERN = '/tmp/x.fasta'",
+                                                     "INIT_CHECKPOINT = '/tmp/phase1'"])
+    assert _macro("TRAIN_STEPS") > 0
+    assert _macro("BATCH_SIZE") > 0
+
+
+def _macro(name):
+    """A macro's value, following macro references (`TRAIN_STEPS = %PHASE1_STEPS`)."""
+    value = gin.query_parameter("%" + name)
+    while isinstance(value, gin.config.ConfigurableReference):
+        value = gin.query_parameter("%" + value.scoped_selector.split("/")[0])
+    return value
 
 
 def test_train_from_arrays_through_the_cli(tmp_path):
