@@ -123,7 +123,11 @@ def train(argv: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    result = train(sys.argv[1:] if argv is None else argv)
+    return report(train(sys.argv[1:] if argv is None else argv))
+
+
+def report(result: dict) -> int:
+    """Print the dry-run summary or the non-finite stop; the process exit code of a run."""
     status = result.get("status")
     if status == "nonfinite":
         print(f"stopped: non-finite loss at step {result['step']}; the last good checkpoint is kept",

@@ -1,0 +1,5 @@
+import sys
+
+from protlm.finetune.main import main
+
+sys.exit(main())
