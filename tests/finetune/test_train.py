@@ -36,6 +36,7 @@ def lora_run(tmp_path_factory, t5_base, data_root):
     return model, out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["lora", "frozen", "full"])
 def test_backbone_is_bit_identical_unless_full(mode, tmp_path, t5_base, data_root):
     model, _ = run(tmp_path / mode, t5_base, mode, task="localization", head="light_attention",
@@ -67,6 +68,7 @@ def test_frozen_weights_get_no_optimizer_state(mode):
     assert size(state) - trainable * 2 in range(0, counters + 1), (size(state), trainable)
 
 
+@pytest.mark.slow
 def test_merge_then_export_equals_the_unmerged_model(lora_run, tmp_path):
     """The run trained scanned LoRA factors; its export is a plain unscanned model directory
     whose outputs equal the LoRA model's (and differ from the base's: LoRA moved them)."""
@@ -87,6 +89,7 @@ def test_merge_then_export_equals_the_unmerged_model(lora_run, tmp_path):
     assert float(jnp.max(jnp.abs(base - unmerged))) > 1e-4
 
 
+@pytest.mark.slow
 def test_test_sets_score_in_the_downstream_format(lora_run, data_root):
     model, out = lora_run
     params, _ = checkpoints.load_params(out)
