@@ -30,6 +30,7 @@ HF = [
     "safetensors>=0.4.5",
     # 0.2.3's generated protobuf code needs protobuf 7; Apache Beam needs protobuf < 7.
     "sentencepiece>=0.2.0,<0.2.3",
+    "tokenizers>=0.23.1,<0.24",     # tokenizer.json of exported ProtAlbert (protlm/hf/albert.py)
     "protobuf>=4.25",
 ]
 EVAL = [

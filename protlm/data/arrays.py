@@ -120,3 +120,17 @@ def bert_batch(seqs: Sequence[str], length: int, seed: int = 0) -> dict[str, np.
         out["encoder_target_tokens"][i, :m] = ex["targets"]
         out["encoder_loss_weights"][i, :m] = ex["loss_weights"]
     return out
+
+
+def albert_batch(seqs: Sequence[str], length: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """ProtAlbert MLM rows: `bert_batch`'s examples with the ids in ProtAlbert's vocabulary
+    (the twin of `preprocessors.protalbert_mlm`; same selection and masks for the same seed).
+
+    Returns:
+      int32 arrays [len(seqs), length]: encoder_input_tokens, encoder_target_tokens,
+      encoder_loss_weights.
+    """
+    out = bert_batch(seqs, length, seed)
+    for key in ("encoder_input_tokens", "encoder_target_tokens"):
+        out[key] = tok.PROTBERT_TO_PROTALBERT[out[key]]
+    return out

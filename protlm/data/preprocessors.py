@@ -297,3 +297,33 @@ def bert_mlm(
 def with_options(preprocessor, **kwargs):
     """`functools.partial` that keeps seqio's special-kwarg detection (sequence_length) working."""
     return functools.partial(preprocessor, **kwargs)
+
+
+# ------------------------------------------------------------------------------------ ProtAlbert
+_ALBERT_ID_FEATURES = ("inputs", "targets", "source_tokens")
+
+
+def protalbert_mlm(
+    dataset: tf.data.Dataset,
+    sequence_length: Mapping[str, int] | None = None,
+    select_fraction: float = DEFAULT_NOISE_DENSITY,
+) -> tf.data.Dataset:
+    """ProtAlbert MLM over {"id", "source_tokens"} (ProtAlbert ids): exactly `bert_mlm`'s rule.
+
+    ALBERT's masking (google-research/albert `create_pretraining_data.py` with ProtTrans' settings:
+    single residues, 15 %, 80/10/10) is BERT's, so the one implementation runs on ids translated
+    to ProtBert's and back (`tokens.PROTALBERT_TO_PROTBERT`, `tokens.PROTBERT_TO_PROTALBERT`).
+    No sentence-order examples: one protein per document leaves no sentence order to predict.
+    """
+    to_bert = tf.constant(tok.PROTALBERT_TO_PROTBERT, tf.int32)
+    to_albert = tf.constant(tok.PROTBERT_TO_PROTALBERT, tf.int32)
+
+    def into_bert(ex):
+        return {**ex, "source_tokens": tf.gather(to_bert, ex["source_tokens"])}
+
+    def into_albert(ex):
+        return {k: tf.gather(to_albert, v) if k in _ALBERT_ID_FEATURES else v for k, v in ex.items()}
+
+    dataset = dataset.map(into_bert, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = bert_mlm(dataset, sequence_length, select_fraction)
+    return dataset.map(into_albert, num_parallel_calls=tf.data.AUTOTUNE)

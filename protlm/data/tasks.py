@@ -4,7 +4,8 @@ Tasks (each on train / validation splits):
   prott5_span_denoising   ProtT5 objective (15 % single residues -> unique sentinels, full target)
   prott5_span_corruption  classic T5 span corruption (sentinel-only targets), for experiments
   protbert_mlm            BERT MLM, 15 % selected, 80/10/10, encoder-only
-and the same three with suffixes `_uniref50`, `_uniref100`, `_bfd`.
+  protalbert_mlm          the same MLM on ProtAlbert's vocabulary (no sentence-order prediction)
+and the same four with suffixes `_uniref50`, `_uniref100`, `_bfd`.
 
 Where the data comes from (resolved when a dataset is built, not at import): each pattern is the
 shard directory of `tools/shard_fasta.py` (TFRecord shards, read natively and checkpointably), shard
@@ -34,11 +35,11 @@ import seqio
 from protlm.data import preprocessors as prep
 from protlm.data import splits as splits_lib
 from protlm.data.sources import PatternLike, ProteinDataSource, env_pattern
-from protlm.data.vocabularies import ProtBertVocabulary, ProtT5Vocabulary
+from protlm.data.vocabularies import ProtAlbertVocabulary, ProtBertVocabulary, ProtT5Vocabulary
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 CORPUS_SUBPATH = "pretraining/combined_dedup/*.fasta.gz"
-OBJECTIVES = ("prott5_span_denoising", "prott5_span_corruption", "protbert_mlm")
+OBJECTIVES = ("prott5_span_denoising", "prott5_span_corruption", "protbert_mlm", "protalbert_mlm")
 # suffix -> environment variable holding that corpus' FASTA pattern.
 CORPORA = {"": "PROTLM_FASTA_PATTERN", "_uniref50": "PROTLM_UNIREF50", "_uniref100": "PROTLM_UNIREF100", "_bfd": "PROTLM_BFD"}
 TASK_NAMES = tuple(obj + suffix for suffix in CORPORA for obj in OBJECTIVES)
@@ -106,6 +107,8 @@ def register_tasks(
         "prott5_span_corruption": (_t5_features(t5_vocab), prep.with_options(
             prep.span_corruption, noise_density=noise_density, mean_noise_span_length=mean_noise_span_length)),
         "protbert_mlm": (_bert_features(bert_vocab), prep.with_options(prep.bert_mlm, select_fraction=noise_density)),
+        "protalbert_mlm": (_bert_features(ProtAlbertVocabulary(rare_residue_map)),
+                           prep.with_options(prep.protalbert_mlm, select_fraction=noise_density)),
     }
     for suffix, var in CORPORA.items():
         if suffix == "":

@@ -9,6 +9,8 @@ ProtT5 (sentencepiece `spiece.model` of Rostlab/prot_t5_xl_uniref50, 128 ids):
   sentinels `<extra_id_i>` at 127 - i (ids 28..127).
 ProtBert (`vocab.txt`, 30 ids):
   `[PAD]`0 `[UNK]`1 `[CLS]`2 `[SEP]`3 `[MASK]`4, residues L A G V E S I K R D T P N Q F Y M H C W X U B Z O.
+ProtAlbert (sentencepiece `spiece.model`, 34 ids; the table is marked (verify), see below):
+  `<pad>`0 `<unk>`1 `[CLS]`2 `[SEP]`3 `[MASK]`4, residues as ProtBert at 5..29, ids 30..33 reserved.
 
 Residue strings here are plain letters ("MKT..."); the HF tokenizers' space-separated form and the
 sentencepiece U+2581 prefix are a concern of `protlm.hf.tokenizers`.
@@ -158,3 +160,60 @@ def decode_prott5(ids: Iterable[int] | np.ndarray) -> str:
 def decode_protbert(ids: Iterable[int] | np.ndarray) -> str:
     """ProtBert ids -> residue string; drops [PAD]/[CLS]/[SEP], keeps [MASK]/[UNK]."""
     return "".join(p for p in protbert_id_to_piece(ids) if p not in ("[PAD]", "[CLS]", "[SEP]"))
+
+
+# ------------------------------------------------------------------------------------- ProtAlbert
+# (verify) Rostlab/prot_albert's sentencepiece model (`spiece.model`, 238 kB, vocab_size 34 in its
+# config.json) was not available to the project, nor any printed token table: every id below is ONE
+# constant to check against the real file (`[sp.id_to_piece(i) for i in range(34)]`).
+#   * 0..4 follow google-research/albert's sentencepiece recipe (README: `--pad_id=0 --unk_id=1
+#     --eos_id=-1 --bos_id=-1 --control_symbols=[CLS],[SEP],[MASK]`), which ALBERT's data code pads
+#     with (0) and which transformers 5's `AlbertTokenizer` assumes (`<unk>` = 1, `<pad> <unk> [CLS]
+#     [SEP] [MASK]` as its default table).
+#   * 5..29: sentencepiece orders pieces by corpus frequency; ProtBert's vocab.txt is Rostlab's
+#     residue frequency order on the same UniRef100 corpus, so its order is the best estimate.
+#     One piece per residue (`▁M`): Rostlab's ProtAlbert notebooks keep exactly one vector per
+#     residue after dropping [CLS]/[SEP].
+#   * 30..33: four more ids exist (vocab_size 34) whose pieces are unknown; reserved here, never
+#     produced by tokenizing residues.
+PROTALBERT_RESIDUES = PROTBERT_RESIDUES  # ids 5..29 (verify)
+PROTALBERT_PAD_ID = 0
+PROTALBERT_UNK_ID = 1
+PROTALBERT_CLS_ID = 2
+PROTALBERT_SEP_ID = 3
+PROTALBERT_MASK_ID = 4
+PROTALBERT_NUM_RESERVED = 4
+PROTALBERT_VOCAB_SIZE = 34
+PROTALBERT_SPECIAL_TOKENS = ("<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]")
+PROTALBERT_TOKENS: list[str] = (list(PROTALBERT_SPECIAL_TOKENS) + list(PROTALBERT_RESIDUES)
+                                + [f"<reserved_{i}>" for i in range(PROTALBERT_NUM_RESERVED)])
+assert len(PROTALBERT_TOKENS) == PROTALBERT_VOCAB_SIZE
+assert set(PROTALBERT_RESIDUES) == set(PROTT5_RESIDUES)
+
+# ProtAlbert trains on ProtBert's MLM rule (one implementation, `preprocessors.bert_mlm` /
+# `arrays.bert_batch`) with the ids translated, token by token: ProtBert id -> ProtAlbert id and
+# back (`[PAD]`/`[UNK]` <-> `<pad>`/`<unk>`; the reserved ids have no ProtBert token -> `[UNK]`).
+_BERT_NAMES_IN_ALBERT = {"[PAD]": "<pad>", "[UNK]": "<unk>"}
+PROTBERT_TO_PROTALBERT = np.array(
+    [PROTALBERT_TOKENS.index(_BERT_NAMES_IN_ALBERT.get(t, t)) for t in PROTBERT_TOKENS], np.int32)
+PROTALBERT_TO_PROTBERT = np.full(PROTALBERT_VOCAB_SIZE, PROTBERT_UNK_ID, np.int32)
+PROTALBERT_TO_PROTBERT[PROTBERT_TO_PROTALBERT] = np.arange(PROTBERT_VOCAB_SIZE, dtype=np.int32)
+
+_ALBERT_TABLE = byte_lookup_table(PROTALBERT_TOKENS, PROTALBERT_UNK_ID)
+_ALBERT_PIECES = np.array(PROTALBERT_TOKENS, dtype=object)
+
+
+def encode_protalbert(seq: str | bytes, rare_residue_map: Mapping[str, str] | None = None) -> np.ndarray:
+    """Residue letters -> ProtAlbert ids (no [CLS]/[SEP]: the caller adds them).
+
+    Returns:
+      int32 array [len(seq)].
+    """
+    table = (_ALBERT_TABLE if rare_residue_map is None
+             else byte_lookup_table(PROTALBERT_TOKENS, PROTALBERT_UNK_ID, rare_residue_map))
+    return _encode(seq, table)
+
+
+def protalbert_id_to_piece(ids: Iterable[int] | np.ndarray) -> list[str]:
+    """ProtAlbert ids -> token strings, e.g. [2, 21, 4, 3] -> ["[CLS]", "M", "[MASK]", "[SEP]"]."""
+    return _pieces(ids, _ALBERT_PIECES)

@@ -1,4 +1,4 @@
-"""seqio vocabularies for ProtT5 and ProtBert, built on the tables in `protlm.data.tokens`.
+"""seqio vocabularies for ProtT5, ProtBert and ProtAlbert, built on the tables in `protlm.data.tokens`.
 
 Encoding takes residue letters ("MKTAYU", or the HF-style "M K T A Y U": whitespace is ignored),
 applies the rare-residue policy (default ProtTrans: U Z O B -> X) and never adds EOS / [CLS] / [SEP]
@@ -6,7 +6,7 @@ applies the rare-residue policy (default ProtTrans: U Z O B -> X) and never adds
 the first EOS; sentinels and [MASK] decode to their names (`"MK<extra_id_0>T"`), unlike seqio's
 SentencePieceVocabulary which maps extra ids to `<unk>`.
 
-Both work in Python (`encode`/`decode`) and in graph mode (`encode_tf`/`decode_tf`: a 256-entry
+All work in Python (`encode`/`decode`) and in graph mode (`encode_tf`/`decode_tf`: a 256-entry
 byte lookup with `tf.gather`, no Python callbacks).
 """
 from __future__ import annotations
@@ -156,3 +156,18 @@ class ProtBertVocabulary(_ResidueVocabulary):
     @property
     def mask_id(self) -> int:
         return tok.PROTBERT_MASK_ID
+
+
+class ProtAlbertVocabulary(_ResidueVocabulary):
+    """ProtAlbert: `<pad> <unk> [CLS] [SEP] [MASK]`, residues as ProtBert, 4 reserved ids
+    (`protlm.data.tokens`, a table marked verify)."""
+
+    _TOKENS = tok.PROTALBERT_TOKENS
+    _UNK_ID = tok.PROTALBERT_UNK_ID
+    _EOS_ID = None  # [SEP] closes a sequence
+    _NUM_EXTRA = 0
+    _SILENT = ("<pad>", "[CLS]", "[SEP]")
+
+    @property
+    def mask_id(self) -> int:
+        return tok.PROTALBERT_MASK_ID

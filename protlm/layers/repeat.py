@@ -1,4 +1,5 @@
-"""Repeating a layer N times: unrolled (`layers_{i}`) or `nn.scan` (`layers`, leading axis).
+"""Repeating a layer N times: unrolled (`layers_{i}`) or `nn.scan` (`layers`, leading axis); or
+one shared layer applied N times (cross-layer sharing, `shared=True`: one set of params).
 
 Both with an optional remat policy by name.
 
@@ -8,7 +9,7 @@ module attributes.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -33,12 +34,21 @@ def check_remat_policy(name: str) -> None:
 
 
 def repeat_layer(layer_cls: type[nn.Module], num_layers: int, *, scan: bool, remat_policy: str,
-                 num_args: int) -> Callable[..., Sequence[nn.Module] | nn.Module]:
+                 num_args: int, shared: bool = False, name: str | None = None
+                 ) -> Callable[..., Callable[..., jax.Array]]:
     """Returns `make(**layer_kwargs)` building the layer stack inside a compact parent.
 
-    `make` returns a callable `stack(x, *args) -> x` that applies the layers in order and
-    creates params `layers_{i}/...` (unrolled) or `layers/...` with a leading axis of size
-    `num_layers` named `'layers'` (scan).
+    `make` returns a callable `stack(x, *args, hidden_states=None) -> x` that applies the layers in
+    order (unrolled, a list passed as `hidden_states` receives each layer's input).
+
+    Independent layers (default) create params `layers_{i}/...` (unrolled) or `layers/...` with a
+    leading axis of size `num_layers` named `'layers'` (scan).
+
+    `shared=True` is cross-layer sharing: ONE layer, one set of params named `name` (default
+    `layer`), applied `num_layers` times; the tree is the same with or without `scan` (no
+    `layers` axis). Scanned, the params are broadcast (`variable_broadcast`): every step reads the
+    same weights and the backward pass sums their gradients over the repeats. Dropout draws new
+    masks at every repeat either way.
     """
     check_remat_policy(remat_policy)
     cls = layer_cls
@@ -47,17 +57,27 @@ def repeat_layer(layer_cls: type[nn.Module], num_layers: int, *, scan: bool, rem
 
     def make(**kwargs):
         if scan:
-            scanned = nn.scan(
-                cls, variable_axes={"params": 0, "cache": 0},
-                split_rngs={"params": True, "dropout": True},
-                in_axes=(nn.broadcast,) * num_args, length=num_layers,
-                metadata_params={nn.PARTITION_NAME: "layers"})(name="layers", **kwargs)
+            if shared:
+                lifted = nn.scan(cls, variable_broadcast="params",
+                                 split_rngs={"params": False, "dropout": True},
+                                 in_axes=(nn.broadcast,) * num_args, length=num_layers)
+            else:
+                lifted = nn.scan(cls, variable_axes={"params": 0, "cache": 0},
+                                 split_rngs={"params": True, "dropout": True},
+                                 in_axes=(nn.broadcast,) * num_args, length=num_layers,
+                                 metadata_params={nn.PARTITION_NAME: "layers"})
+            scanned = lifted(name=name or "layers", **kwargs)
 
-            def run_scanned(x, *args):
+            def run_scanned(x, *args, hidden_states: list | None = None):
+                if hidden_states is not None:
+                    raise ValueError("hidden states need the unrolled stack (scan_layers=False)")
                 x, _ = scanned(x, *args)
                 return x
             return run_scanned
-        layers = [cls(name=f"layers_{i}", **kwargs) for i in range(num_layers)]
+        if shared:
+            layers = [cls(name=name or "layer", **kwargs)] * num_layers
+        else:
+            layers = [cls(name=f"layers_{i}", **kwargs) for i in range(num_layers)]
 
         def run(x, *args, hidden_states: list | None = None):
             for layer in layers:

@@ -8,12 +8,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from protlm.models import bert_family, t5_family
+from protlm.models import albert_family, bert_family, t5_family
 from protlm.models.family import Family
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     t5_family.FAMILY,
     bert_family.FAMILY,
+    albert_family.FAMILY,
 )}
 
 PRESETS: dict[str, str] = {}   # preset name -> family name
