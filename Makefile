@@ -14,7 +14,8 @@ $(STAMP): setup.py
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: 2.13.0 is the CPU build on local disk (a bare `torch` pulls CUDA).
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[hf,dev]"
+	# tpu: libtpu (~140 MB), for the tests that compile for TPU slices (tests/aot).
+	$(PIP) install -q -e ".[hf,dev,tpu]"
 	touch $(STAMP)
 
 install: $(STAMP)

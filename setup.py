@@ -53,7 +53,10 @@ setup(
     packages=find_packages(include=["protlm", "protlm.*", "tasks", "tasks.*"]),
     include_package_data=True,
     install_requires=CORE + DATA + EVAL,
-    extras_require={"hf": HF, "dev": DEV, "gpu": ["jax[cuda12]>=0.10.0,<0.12"]},
+    # tpu: Google's libtpu, matched to the installed jax by jax's own extra. Needed on TPU VMs
+    # and for `--dry_run --topology=...` (compiling for a TPU slice on any machine).
+    extras_require={"hf": HF, "dev": DEV, "gpu": ["jax[cuda12]>=0.10.0,<0.12"],
+                    "tpu": ["jax[tpu]>=0.10.0,<0.12"]},
     entry_points={
         "console_scripts": [
             "protlm-train=protlm.train:main",

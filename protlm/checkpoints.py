@@ -11,6 +11,9 @@ Layout (docs/ARCHITECTURE.md)::
 
 orbax writes each step into a temporary directory and renames it when complete, so a
 half-written checkpoint (crash, kill -9) is never listed by ``all_steps`` and never loaded.
+A committed step whose files were damaged later (a copy cut short, a truncated data file) is
+skipped when read without naming a step: ``restore_newest`` warns and uses the previous step
+(``load_params``, resuming training), while an explicit ``step`` is a ``CheckpointError``.
 Arrays are stored with their global shape, so a checkpoint written on one mesh restores
 onto any other mesh (the restore target carries the new shardings). The data position is per
 host (T5X saves its tf.data iterators the same way): it restores onto the same number of hosts
@@ -24,11 +27,15 @@ import json
 import logging
 import os
 import pathlib
-from typing import Any, Optional, Protocol
+import re
+import sys
+from typing import Any, Callable, Optional, Protocol
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from protlm.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +73,7 @@ class DataStream(Protocol):
     def restore(self, directory: str, batches_consumed: int) -> None: ...
 
 
-class DataStateError(RuntimeError):
+class DataStateError(CheckpointError):
     """A saved data position exists but cannot be restored into this run's stream."""
 
 
@@ -139,13 +146,102 @@ def make_manager(model_dir: str | os.PathLike, save_interval_steps: int = 1000,
       async_save: write in a background thread while training continues.
       read_only: open an existing directory without creating or deleting anything.
     """
+    # Read-only: the options orbax would otherwise reset (with a warning on every read).
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=max(1, int(save_interval_steps)), max_to_keep=max_to_keep,
+        save_interval_steps=0 if read_only else max(1, int(save_interval_steps)),
+        max_to_keep=None if read_only else max_to_keep,
         enable_async_checkpointing=async_save, create=not read_only, read_only=read_only,
         cleanup_tmp_directories=not read_only)
     handlers = {"state": ocp.PyTreeCheckpointHandler(), DATA_ITEM: DataStateHandler()}
     return ocp.CheckpointManager(checkpoint_dir(model_dir), options=options,
                                  item_handlers=handlers)
+
+
+class _ReadOnlyNotice(logging.Filter):
+    """Drops orbax's "Given directory is read only" warning: every read opens a read-only manager."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Given directory is read only")
+
+
+logging.getLogger("absl").addFilter(_ReadOnlyNotice())
+
+
+def _quiet_closed_loop(previous):
+    """An unraisable hook without the "Event loop is closed" tracebacks of a failed orbax read or
+    write: tensorstore completes the remaining I/O of an aborted operation after orbax closed its
+    event loop (one traceback per pending array). The failure itself is raised to the caller."""
+
+    def hook(unraisable):
+        value = unraisable.exc_value
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    return hook
+
+
+sys.unraisablehook = _quiet_closed_loop(sys.unraisablehook)
+
+
+# ----------------------------------------------------------------------------- damaged steps
+_TENSORSTORE_SPEC = re.compile(r"\s*\[tensorstore_spec=.*", re.S)
+
+
+def short_reason(exc: BaseException) -> str:
+    """A short, one-line reason from an orbax / tensorstore restore error (no spec dumps)."""
+    text = _TENSORSTORE_SPEC.sub("", str(exc)).strip().splitlines()
+    reason = text[0] if text else type(exc).__name__
+    return reason if len(reason) <= 300 else reason[:297] + "..."
+
+
+def restore_newest(manager: ocp.CheckpointManager, restore: Callable[[int], Any],
+                   step: Optional[int] = None,
+                   on_unreadable: Optional[Callable[[int], None]] = None) -> tuple[int, Any]:
+    """``restore(step)`` of the newest readable checkpoint (or of ``step`` exactly).
+
+    Args:
+      manager: from ``make_manager``.
+      restore: reads one step; raises when its files are damaged.
+      step: a step to read; no fall back (an unreadable one is a ``CheckpointError``).
+      on_unreadable: called with each step that could not be read before an older one could
+        (the trainer moves it out of the way).
+
+    Returns:
+      (step read, what ``restore`` returned).
+
+    Raises:
+      FileNotFoundError: no checkpoint (or not ``step``).
+      CheckpointError: ``step`` is unreadable, or every step is.
+    """
+    root = pathlib.Path(manager.directory)
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+        raise FileNotFoundError(f"{root}: no complete checkpoint")
+    if step is not None:
+        if step not in steps:
+            raise FileNotFoundError(f"{root}: no checkpoint at step {step}; available: {sorted(steps)}")
+        try:
+            return step, restore(step)
+        except Exception as e:  # orbax / tensorstore errors of damaged files
+            others = [s for s in steps if s != step]
+            hint = f"; choose another with --step {others[0]}" if others else ""
+            raise CheckpointError(f"{root / str(step)} is unreadable ({short_reason(e)}){hint}") from None
+    failed: list[tuple[int, str]] = []
+    for s in steps:
+        try:
+            result = restore(s)
+        except Exception as e:  # orbax / tensorstore errors of damaged files
+            failed.append((s, short_reason(e)))
+            continue
+        for bad, reason in failed:
+            log.warning("checkpoint step %d in %s is unreadable (%s); using step %d instead", bad, root,
+                        reason, s)
+            if on_unreadable is not None:
+                on_unreadable(bad)
+        return s, result
+    raise CheckpointError(f"{root}: no checkpoint can be read; step {failed[0][0]}: {failed[0][1]}"
+                          + (f" (and {len(failed) - 1} older steps)" if len(failed) > 1 else ""))
 
 
 def latest_step(model_dir: str | os.PathLike) -> Optional[int]:
@@ -329,29 +425,36 @@ def load_params(model_dir: str | os.PathLike, step: Optional[int] = None) -> tup
 
     Args:
       model_dir: a directory written by ``protlm.train`` or ``save_params``.
-      step: checkpoint step; the latest complete one when None.
+      step: checkpoint step; when None the latest readable one (a damaged newer step is skipped
+        with a warning naming it).
 
     Returns:
       (params, config).
+
+    Raises:
+      FileNotFoundError: no checkpoint, or none at ``step``.
+      CheckpointError: ``step`` (or every step) is unreadable.
     """
+    params, config, _ = read_params(model_dir, step)
+    return params, config
+
+
+def read_params(model_dir: str | os.PathLike, step: Optional[int] = None) -> tuple[dict, Any, int]:
+    """``load_params`` plus the step that was read: (params, config, step)."""
     config = load_config(model_dir)
     with make_manager(model_dir, read_only=True) as mngr:
-        steps = mngr.all_steps()
-        if not steps:
-            raise FileNotFoundError(f"{checkpoint_dir(model_dir)}: no complete checkpoint")
-        if step is None:
-            step = max(steps)
-        elif step not in steps:
-            raise FileNotFoundError(f"{checkpoint_dir(model_dir)}: no checkpoint at step {step}; "
-                                    f"available: {sorted(steps)}")
-        meta = mngr.item_metadata(step)["state"]
-        tree = getattr(meta, "tree", meta)["params"]
-        item = jax.tree_util.tree_map(lambda m: np.zeros((), m.dtype), tree)
-        restore_args = jax.tree_util.tree_map(
-            lambda m: ocp.RestoreArgs(restore_type=np.ndarray, dtype=m.dtype), tree)
-        restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-            item={"params": item}, restore_args={"params": restore_args}, partial_restore=True)))
+
+        def read(at: int):
+            meta = mngr.item_metadata(at)["state"]
+            tree = getattr(meta, "tree", meta)["params"]
+            item = jax.tree_util.tree_map(lambda m: np.zeros((), m.dtype), tree)
+            restore_args = jax.tree_util.tree_map(
+                lambda m: ocp.RestoreArgs(restore_type=np.ndarray, dtype=m.dtype), tree)
+            return mngr.restore(at, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                item={"params": item}, restore_args={"params": restore_args}, partial_restore=True)))
+
+        step, restored = restore_newest(mngr, read, step)
     params = restored["state"]["params"]
     if _is_scanned(params):
         params = scan_layout(params, scanned=False)
-    return params, config
+    return params, config, step

@@ -18,6 +18,8 @@ import json
 import pathlib
 import sys
 
+from protlm import cli
+
 
 def run_demo(fasta: str, model_dir: str, gin_flags: list[str]) -> dict:
     """Train gin/quickstart.gin on ``fasta`` into ``model_dir``; returns the train result."""
@@ -88,4 +90,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, "demo")

@@ -1,7 +1,9 @@
 """Dry run: lower and compile the full-size train step for a mesh without allocating weights.
 
 `python -m protlm.train --dry_run` reports per-device memory of the params and optimizer state
-(from their shardings) and XLA's memory analysis of the compiled step.
+(from their shardings) and XLA's memory analysis of the compiled step. On a mesh of TPU devices
+(`--topology`, `protlm.aot.topology`) the TPU compiler runs instead and the report adds the
+HBM verdict and the roofline bound (`protlm.aot.report`).
 """
 from __future__ import annotations
 
@@ -9,12 +11,13 @@ import logging
 import time
 from typing import Mapping
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from protlm import partitioning, train_state, train_step
+from protlm.aot import report as aot_report
+from protlm.models import registry
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,8 @@ def dry_run(model, tx, schedule, batch_shapes: Mapping, mesh, rules, accum_steps
 
     Returns:
       A report: parameter count, per-device bytes of params and optimizer state (from
-      their shardings) and XLA's per-device memory analysis of the compiled step.
+      their shardings) and XLA's per-device memory analysis of the compiled step; for TPU
+      meshes the fields of `protlm.aot.report.tpu_report` instead of the latter.
     """
     abstract, shardings = train_state.state_shardings(model, tx, batch_shapes, mesh, rules)
     bsh = train_step.batch_sharding(mesh)
@@ -44,18 +48,26 @@ def dry_run(model, tx, schedule, batch_shapes: Mapping, mesh, rules, accum_steps
     key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=partitioning.replicated(mesh))
     fn = train_step.compile_train_step(model, tx, schedule, shardings, mesh, rules, accum_steps)
     t0 = time.perf_counter()
-    with mesh, nn.logical_axis_rules(rules):
+    with partitioning.activate(mesh, rules):
         lowered = fn.lower(abstract, abstract_batch, key)
     t1 = time.perf_counter()
-    compiled = lowered.compile()
-    t2 = time.perf_counter()
     report = {
         "mesh": dict(mesh.shape), "devices": int(mesh.size),
         "num_params": int(sum(np.prod(p.shape) for p in jax.tree_util.tree_leaves(abstract.params))),
         "params_bytes_per_device": bytes_per_device(abstract.params),
         "opt_state_bytes_per_device": bytes_per_device(abstract.opt_state),
-        "lower_seconds": t1 - t0, "compile_seconds": t2 - t1,
+        "lower_seconds": t1 - t0, "accum_steps": accum_steps,
+        "batch_shapes": {k: list(v.shape) for k, v in batch_shapes.items()},
+        "remat_policy": getattr(model.config, "remat_policy", None),
+        "scan_layers": getattr(model.config, "scan_layers", None),
     }
+    if aot_report.is_tpu_mesh(mesh):   # the TPU compiler: HBM verdict and roofline bound
+        lengths = registry.get_family(model.config).feature_lengths(batch_shapes)
+        batch = next(iter(batch_shapes.values())).shape[0]
+        flops = batch * float(model.config.flops_per_example(lengths))
+        return aot_report.tpu_report(lowered, mesh, flops, report)
+    compiled = lowered.compile()
+    report["compile_seconds"] = time.perf_counter() - t1
     mem = compiled.memory_analysis()
     if mem is not None:
         for name in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
@@ -67,5 +79,6 @@ def dry_run(model, tx, schedule, batch_shapes: Mapping, mesh, rules, accum_steps
              "%.3f GiB, XLA temp %.3f GiB; lower %.1fs, compile %.1fs", report["mesh"],
              report["num_params"] / 1e9, report["params_bytes_per_device"] / gib,
              report["opt_state_bytes_per_device"] / gib,
-             report.get("compiled_temp_size_in_bytes", 0) / gib, t1 - t0, t2 - t1)
+             report.get("compiled_temp_size_in_bytes", 0) / gib, t1 - t0,
+             report["compile_seconds"])
     return report

@@ -7,14 +7,20 @@ Example:
 `--model` is a protlm model directory (config.json + orbax checkpoints/) or a Hugging Face directory
 (config.json with `model_type` + weights), imported in-process with protlm.hf.importer.
 
-Output (as the ProtTrans embedder writes it): one h5 dataset per sanitised FASTA id ('/' and '.' -> '_'),
+`--step N` reads that checkpoint of a protlm directory (default: the latest readable one).
+
+Output (as the ProtTrans embedder writes it): one h5 dataset per FASTA record, keyed by the sanitised
+id ('/' and '.' -> '_'; `--key_style prottrans`: the whole header, as prott5_embedder.py keys it),
 per-residue `[L, d]` (the family's special tokens dropped, `Family.tokenize`: ProtT5's `</s>`,
-ProtBert's [CLS]/[SEP]) or per-protein
-`[d]` (mean over residues; specials and padding excluded). File attributes: model, layer, dtype,
-representation. With both --per_residue and --per_protein, OUT.h5 becomes OUT.per_residue.h5 and
-OUT.per_protein.h5. Runs resume: ids already in the output are skipped; work in progress lives in
-OUT.h5.partial and is renamed to OUT.h5 at the end. fp16 results are stored as float16; bfloat16 and
-float32 results as float32 (HDF5 has no bfloat16).
+ProtBert's [CLS]/[SEP]) or per-protein `[d]` (mean over residues; specials and padding excluded);
+each keeps its header as the attribute `header`. File attributes: model, step, layer, dtype, family,
+representation, key_style, and the input (`fasta`, `fasta_ids_sha256`): see `protlm.embed_output`.
+With both --per_residue and --per_protein, OUT.h5 becomes OUT.per_residue.h5 and OUT.per_protein.h5.
+Runs resume: ids already in the output are skipped (a rerun on a finished output says so and exits
+0); work in progress lives in OUT.h5.partial and is renamed to OUT.h5 at the end; a second process on
+the same output is refused (OUT.h5.lock). fp16 results are stored as float16; bfloat16 and float32
+results as float32 (HDF5 has no bfloat16). Rare residues follow the family's tokenizer: U Z O B -> X
+(the ProtTrans README's rule; prott5_embedder.py keeps B, see docs/huggingface.md).
 
 Batching (`plan_batches`): proteins are sorted by length, longest first (within chunks of
 `CHUNK_PROTEINS`, so the FASTA is streamed), and cut into consecutive batches; a batch is padded to
@@ -47,18 +53,18 @@ import os
 import pathlib
 import sys
 import time
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Optional
 
 import flax.linen as nn
-import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from protlm import checkpoints, models
-from protlm.data.fasta import FastaFormatError, read_fasta
-from protlm.downstream.features import sanitize_id
+from protlm import checkpoints, cli, models
+from protlm.data.fasta import read_fasta
+from protlm.downstream.features import sanitize_id  # noqa: F401  (the default key, re-exported)
+from protlm.embed_output import KEY_STYLES, EmbedInputError, H5Output, h5_key, ids_digest, output_paths
 from protlm.models import registry
 from protlm.models.family import Family
 
@@ -87,22 +93,19 @@ LONG_STEP = 1024  # above BUCKETS[-1]: padded to a multiple of this
 BLOCKED_ATTENTION_FROM = 8192
 BLOCKED_QUERY_BLOCK, BLOCKED_KEY_BLOCK = 512, 2048
 CHUNK_PROTEINS = 20000  # proteins read, sorted and embedded at a time (bounds host memory)
-FLUSH_SECONDS = 30.0
-
-
-class EmbedInputError(ValueError):
-    """Input that cannot be embedded (duplicate ids, too long for the model, ...)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class LoadedModel:
-    """A model ready to embed: Model object, params (unscanned), config, its family, source."""
+    """A model ready to embed: Model object, params (unscanned), config, its family, source and
+    the checkpoint step it was read from (None: not a protlm checkpoint)."""
 
     model: object
     params: dict
     config: object
     family: Family
     source: str
+    step: Optional[int] = None
 
     @property
     def num_layers(self) -> int:
@@ -118,14 +121,18 @@ class LoadedModel:
         return self.config.max_length
 
 
-def load_model(path: str | os.PathLike, dtype: str = "float32") -> LoadedModel:
-    """Loads a protlm model directory or a Hugging Face directory for inference in `dtype`."""
+def load_model(path: str | os.PathLike, dtype: str = "float32", step: Optional[int] = None) -> LoadedModel:
+    """Loads a protlm model directory (checkpoint `step`, default the latest readable) or a Hugging
+    Face directory for inference in `dtype`."""
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
     path = pathlib.Path(path)
     if model_dir_kind(path) == "protlm":
-        params, config = checkpoints.load_params(path)
-        return prepare_model(params, config, dtype, "protlm")
+        params, config, step = checkpoints.read_params(path, step)
+        return dataclasses.replace(prepare_model(params, config, dtype, "protlm"), step=step)
+    if step is not None:
+        raise ValueError(f"--step {step}: {path} is a Hugging Face directory (one set of weights); "
+                         "--step chooses a checkpoint of a protlm model directory")
     from protlm.hf import importer  # pylint: disable=import-outside-toplevel
 
     params, config = importer.params_from_hf(path)
@@ -175,12 +182,12 @@ def prepare_model(params: dict, config, dtype: str = "float32", source: str = "p
 
 class Entry(NamedTuple):
     id: str
-    key: str  # sanitised h5 dataset name
+    key: str  # h5 dataset name (`embed_output.h5_key`)
     length: int
     line: int
 
 
-def scan_fasta(fasta: str | os.PathLike) -> list[Entry]:
+def scan_fasta(fasta: str | os.PathLike, key_style: str = "id") -> list[Entry]:
     """Validation pass over the whole FASTA before any compute (ids, lengths; sequences not kept).
 
     Raises:
@@ -189,7 +196,7 @@ def scan_fasta(fasta: str | os.PathLike) -> list[Entry]:
     """
     entries, seen = [], {}
     for rec in read_fasta(str(fasta)):
-        key = sanitize_id(rec.id)
+        key = h5_key(rec.id, rec.description, key_style)
         if key in seen:
             first = seen[key]
             same = "duplicate id" if first.id == rec.id else f"id {rec.id!r} collides with {first.id!r} after sanitising"
@@ -238,82 +245,6 @@ def padding_stats(n_tokens: list[int], max_tokens_per_batch: int, max_tokens: in
     return {"padded_tokens_per_token": float(padded / max(1, sum(n_tokens))),
             "attention_cells": int(sum(b * b * rows for b, rows, _ in plan)),
             "shapes": len({(b, rows) for b, rows, _ in plan}), "batches": len(plan)}
-
-
-# ------------------------------------------------------------------------------------ output
-
-
-class H5Output:
-    """An embedding h5 written under OUT.partial and renamed to OUT when complete.
-
-    On open, datasets of an existing OUT and of a readable OUT.partial (an interrupted run) are
-    carried forward, so their ids are skipped. The attributes must match the current run.
-    """
-
-    def __init__(self, path: pathlib.Path, attrs: dict):
-        self.path = pathlib.Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
-        self.attrs = attrs
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.partial.exists():
-            try:
-                with h5py.File(self.partial, "r") as f:
-                    self._check_attrs(f, self.partial)
-            except OSError as e:
-                log.warning("%s is unreadable (%s); starting it again", self.partial, e)
-                self.partial.unlink()
-        if self.path.exists():
-            with h5py.File(self.path, "r") as src:
-                self._check_attrs(src, self.path)
-                with h5py.File(self.partial, "a") as dst:
-                    for key in src:
-                        if key not in dst:
-                            src.copy(src[key], dst, name=key)
-        self.file = h5py.File(self.partial, "a")
-        self.file.attrs.update(attrs)
-        self.done = set(self.file.keys())
-        self._last_flush = time.time()
-
-    def _check_attrs(self, f: h5py.File, where: pathlib.Path) -> None:
-        for k, v in self.attrs.items():
-            if k in f.attrs and _plain(f.attrs[k]) != v:
-                raise EmbedInputError(
-                    f"{where} holds embeddings with {k}={_plain(f.attrs[k])!r}, this run has {k}={v!r}; "
-                    "use another --output (or delete the file) to start a new one")
-
-    def write(self, key: str, array: np.ndarray) -> None:
-        self.file.create_dataset(key, data=array)
-        self.done.add(key)
-        if time.time() - self._last_flush > FLUSH_SECONDS:
-            self.file.flush()
-            self._last_flush = time.time()
-
-    def finish(self) -> pathlib.Path:
-        self.file.close()
-        os.replace(self.partial, self.path)
-        return self.path
-
-    def close(self) -> None:
-        """Closes without renaming (the partial file stays for a later resume)."""
-        if self.file.id.valid:
-            self.file.close()
-
-
-def _plain(v):
-    if isinstance(v, bytes):
-        return v.decode()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
-
-
-def output_paths(output: str | os.PathLike, per_residue: bool, per_protein: bool) -> dict[str, pathlib.Path]:
-    """{"per_residue"|"per_protein": path}; both requested -> OUT.per_residue.h5 / OUT.per_protein.h5."""
-    out = pathlib.Path(output)
-    kinds = [k for k, on in (("per_residue", per_residue), ("per_protein", per_protein)) if on]
-    if len(kinds) == 1:
-        return {kinds[0]: out}
-    return {k: out.with_name(f"{out.stem}.{k}{out.suffix or '.h5'}") for k in kinds}
 
 
 # ------------------------------------------------------------------------------------ compute
@@ -390,7 +321,7 @@ def embed_batches(loaded: LoadedModel, forward, records: list, max_tokens_per_ba
 
     tokenized = [loaded.family.tokenize(r.sequence) for r in records]
     for length, rows, idx in plan_batches([len(t) for t, _ in tokenized], max_tokens_per_batch, loaded.max_tokens):
-        tokens = np.zeros((rows, length), np.int32)  # [B, L]
+        tokens = np.full((rows, length), loaded.family.pad_id, np.int32)  # [B, L]
         mask = np.zeros((rows, length), bool)  # [B, L], True on residues
         for r, i in enumerate(idx):
             t, off = tokenized[i]
@@ -417,6 +348,8 @@ def embed_fasta(
     progress: bool = True,
     loaded: LoadedModel | None = None,
     blocked_attention_from: int = BLOCKED_ATTENTION_FROM,
+    key_style: str = "id",
+    step: Optional[int] = None,
 ) -> dict:
     """Embeds every protein of `fasta` not yet in the output(s).
 
@@ -432,17 +365,25 @@ def embed_fasta(
       loaded: an already loaded model (tests, tools).
       blocked_attention_from: batches padded beyond this many tokens use blocked attention (0 = never;
         a model configured with `attention_block_size` always uses its own).
+      key_style: h5 keys, "id" (first word of the header) or "prottrans" (the whole header).
+      step: checkpoint of a protlm model directory (None: the latest readable one).
 
     Returns:
       Stats: proteins, residues, skipped, seconds, proteins_per_s, residues_per_s, outputs.
+
+    Raises:
+      FastaFormatError, EmbedInputError: bad input or an output made otherwise / from other proteins.
+      LockedError: another process writes the output.
     """
 
     if not (per_residue or per_protein):
         raise ValueError("request --per_residue and/or --per_protein")
     if max_tokens_per_batch < 1:
         raise ValueError(f"--max_tokens_per_batch must be positive, got {max_tokens_per_batch}")
-    entries = scan_fasta(fasta)  # every input error surfaces here, before the model is even loaded
-    loaded = loaded or load_model(model, dtype)
+    if key_style not in KEY_STYLES:
+        raise ValueError(f"--key_style must be one of {KEY_STYLES}, got {key_style!r}")
+    entries = scan_fasta(fasta, key_style)  # every input error surfaces here, before the model is loaded
+    loaded = loaded or load_model(model, dtype, step)
     dtype = str(loaded.config.dtype)  # a pre-loaded model brings its own
     n_specials = loaded.family.num_special_tokens()
     n_layers = loaded.num_layers
@@ -459,40 +400,29 @@ def embed_fasta(
                     f"{fasta}:{e.line}: record {e.id!r} has {e.length} residues; this model accepts at most "
                     f"{loaded.max_tokens - n_specials}. Fix: split or crop the sequence")
     attrs = {"model": os.path.normpath(str(model)), "layer": layer, "dtype": dtype,
-             "family": loaded.family.name}
+             "family": loaded.family.name, "key_style": key_style}
+    if loaded.step is not None:
+        attrs["step"] = loaded.step
     paths = output_paths(output, per_residue, per_protein)
-    outs = {k: H5Output(p, {**attrs, "representation": k}) for k, p in paths.items()}
+    digest = ids_digest(e.key for e in entries)
+    outs: dict[str, H5Output] = {}
+    t0, n_prot, n_res = time.time(), 0, 0
     try:
+        for k, p in paths.items():
+            outs[k] = H5Output(p, {**attrs, "representation": k}, fasta, digest)
         done = set.intersection(*(o.done for o in outs.values()))
         todo = [e for e in entries if e.key not in done]
-        total_res = sum(e.length for e in todo)
-        log.info("%s: %d proteins, %d already embedded, %d to do (%d residues); model %s (%s, %s, d=%d)",
-                 fasta, len(entries), len(entries) - len(todo), len(todo), total_res, model, loaded.family.name,
-                 dtype, loaded.dim)
-        forward = make_forward(loaded, layer, "per_residue" in outs, "per_protein" in outs,
-                               blocked_attention_from)
-        store_dtype = np.float16 if dtype == "float16" else np.float32
-        todo_keys = {e.key for e in todo}
-        # The bar counts residues (the work), so its ETA holds although the longest proteins come first.
-        bar = tqdm(total=total_res, unit="res", unit_scale=True, disable=not progress, dynamic_ncols=True,
-                   mininterval=1.0)
-        t0, n_prot, n_res = time.time(), 0, 0
-        for chunk in _chunks(fasta, CHUNK_PROTEINS):
-            chunk = [r for r in chunk if sanitize_id(r.id) in todo_keys]
-            for recs, residue, protein in embed_batches(loaded, forward, chunk, max_tokens_per_batch):
-                for r, rec in enumerate(recs):
-                    key = sanitize_id(rec.id)
-                    if residue is not None and key not in outs["per_residue"].done:
-                        outs["per_residue"].write(key, residue[r].astype(store_dtype))
-                    if protein is not None and key not in outs["per_protein"].done:
-                        outs["per_protein"].write(key, protein[r].astype(store_dtype))
-                n_prot += len(recs)
-                n_res += sum(len(rec.sequence) for rec in recs)
-                bar.update(sum(len(rec.sequence) for rec in recs))
-                elapsed = max(time.time() - t0, 1e-9)
-                bar.set_postfix_str(f"{n_prot}/{len(todo)} proteins, {n_prot / elapsed:.2f} prot/s", refresh=False)
-        bar.close()
-        written = {k: str(o.finish()) for k, o in outs.items()}
+        names = ", ".join(str(p) for p in paths.values())
+        if not todo:
+            log.info("all %d proteins of %s are already in %s; nothing to do", len(entries), fasta, names)
+        else:
+            log.info("%s: %d proteins, %d already embedded, %d to do (%d residues) -> %s; model %s (%s%s, "
+                     "%s, d=%d)", fasta, len(entries), len(entries) - len(todo), len(todo),
+                     sum(e.length for e in todo), names, model, loaded.family.name,
+                     "" if loaded.step is None else f" step {loaded.step}", dtype, loaded.dim)
+            n_prot, n_res = _embed_into(outs, loaded, fasta, todo, layer, dtype, max_tokens_per_batch,
+                                        progress, blocked_attention_from, key_style)
+        written = {k: str(o.finish({e.key for e in entries})) for k, o in outs.items()}
     finally:
         for o in outs.values():
             o.close()
@@ -502,9 +432,41 @@ def embed_fasta(
         "proteins_per_s": n_prot / max(seconds, 1e-9), "residues_per_s": n_res / max(seconds, 1e-9),
         "outputs": written,
     }
-    log.info("embedded %d proteins (%d residues) in %.1fs: %.1f proteins/s, %.0f residues/s -> %s",
-             n_prot, n_res, seconds, stats["proteins_per_s"], stats["residues_per_s"], ", ".join(written.values()))
+    if todo:
+        log.info("embedded %d proteins (%d residues) in %.1fs: %.1f proteins/s, %.0f residues/s -> %s",
+                 n_prot, n_res, seconds, stats["proteins_per_s"], stats["residues_per_s"],
+                 ", ".join(written.values()))
     return stats
+
+
+def _embed_into(outs: dict, loaded: LoadedModel, fasta, todo: list[Entry], layer: int, dtype: str,
+                max_tokens_per_batch: int, progress: bool, blocked_attention_from: int,
+                key_style: str) -> tuple[int, int]:
+    """Embeds the `todo` proteins of `fasta` into `outs`; returns (proteins, residues) done."""
+    forward = make_forward(loaded, layer, "per_residue" in outs, "per_protein" in outs, blocked_attention_from)
+    store_dtype = np.float16 if dtype == "float16" else np.float32
+    todo_keys = {e.key for e in todo}
+    # The bar counts residues (the work), so its ETA holds although the longest proteins come first.
+    bar = tqdm(total=sum(e.length for e in todo), unit="res", unit_scale=True, disable=not progress,
+               dynamic_ncols=True, mininterval=1.0)
+    t0, n_prot, n_res = time.time(), 0, 0
+    for chunk in _chunks(fasta, CHUNK_PROTEINS):
+        chunk = [r for r in chunk if h5_key(r.id, r.description, key_style) in todo_keys]
+        for recs, residue, protein in embed_batches(loaded, forward, chunk, max_tokens_per_batch):
+            for r, rec in enumerate(recs):
+                key = h5_key(rec.id, rec.description, key_style)
+                header = f"{rec.id} {rec.description}".strip()
+                if residue is not None and key not in outs["per_residue"].done:
+                    outs["per_residue"].write(key, residue[r].astype(store_dtype), header)
+                if protein is not None and key not in outs["per_protein"].done:
+                    outs["per_protein"].write(key, protein[r].astype(store_dtype), header)
+            n_prot += len(recs)
+            n_res += sum(len(rec.sequence) for rec in recs)
+            bar.update(sum(len(rec.sequence) for rec in recs))
+            elapsed = max(time.time() - t0, 1e-9)
+            bar.set_postfix_str(f"{n_prot}/{len(todo)} proteins, {n_prot / elapsed:.2f} prot/s", refresh=False)
+    bar.close()
+    return n_prot, n_res
 
 
 def parse_args(argv):
@@ -514,6 +476,8 @@ def parse_args(argv):
     p.add_argument("--output", default=None, help="output h5 (default: <fasta stem>.h5 in the current directory)")
     p.add_argument("--per_residue", action="store_true", help="write [L, d] per protein (default if neither flag)")
     p.add_argument("--per_protein", action="store_true", help="write the mean over residues [d]")
+    p.add_argument("--step", type=int, default=None,
+                   help="checkpoint step of a protlm model directory (default: the latest readable)")
     p.add_argument("--layer", type=int, default=-1, help="hidden state index (HF convention; -1 = last layer)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--max_tokens_per_batch", type=int, default=8192)
@@ -521,6 +485,9 @@ def parse_args(argv):
                    help="batches longer than this many tokens use blocked attention (0 = never)")
     p.add_argument("--compilation_cache_dir", default=None,
                    help="jax persistent compilation cache directory (later runs skip compiling)")
+    p.add_argument("--key_style", choices=KEY_STYLES, default="id",
+                   help="h5 keys: the id (first word of the header) or, as the ProtTrans embedder, the "
+                        "whole header; both with '/' and '.' -> '_'")
     p.add_argument("--no_progress", action="store_true")
     args = p.parse_args(argv)
     if not (args.per_residue or args.per_protein):
@@ -534,20 +501,25 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax is chatty at INFO
+    cli.setup_logging()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.compilation_cache_dir:
         enable_compilation_cache(args.compilation_cache_dir)
     try:
         embed_fasta(args.model, args.fasta, args.output, args.per_residue, args.per_protein, args.layer,
                     args.dtype, args.max_tokens_per_batch, progress=not args.no_progress,
-                    blocked_attention_from=args.blocked_attention_from)
-    except (FastaFormatError, EmbedInputError, FileNotFoundError, ValueError) as e:
+                    blocked_attention_from=args.blocked_attention_from, key_style=args.key_style,
+                    step=args.step)
+    except (EmbedInputError, ValueError) as e:   # FastaFormatError is a ValueError too
         print(f"embed: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # pylint: disable=broad-except
+        code = cli.report(e, "embed")
+        if code is None:
+            raise
+        return code
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, "embed")

@@ -13,16 +13,19 @@ files. See docs/huggingface.md.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from protlm import cli
+from protlm.errors import CheckpointError
 from protlm.hf import export, safetensors_writer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m protlm.export_hf", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint_dir", required=True, help="protlm MODEL_DIR (config.json + checkpoints/)")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--step", type=int, default=None,
+                   help="checkpoint step (default: the latest readable; a damaged newer one is skipped "
+                        "with a warning)")
     p.add_argument("--output_dir", required=True, help="HF directory to create")
     p.add_argument("--part", default=None,
                    help="which model of the family to write (ProtT5: model | encoder); default: "
@@ -37,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cli.setup_logging()
     args = parse_args(argv)
     part = "encoder" if args.encoder_only else args.part
     try:
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint_dir, args.output_dir, step=args.step, part=part,
             dtype=args.dtype, max_shard_bytes=safetensors_writer.parse_size(args.max_shard_size),
             overwrite=args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError, TypeError) as e:
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError, CheckpointError) as e:
         print(f"export_hf: error: {e}", file=sys.stderr)
         return 2
     print(out)
@@ -53,4 +56,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, "export_hf")

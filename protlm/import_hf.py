@@ -11,9 +11,9 @@ Rostlab publishes them and writes MODEL_DIR/config.json + an orbax checkpoint at
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from protlm import cli
 from protlm.hf import importer
 
 
@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cli.setup_logging()
     args = parse_args(argv)
     overrides = {} if args.dtype is None else {"dtype": args.dtype}
     try:
@@ -41,4 +41,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, "import_hf")

@@ -9,12 +9,13 @@ TensorBoard events are written with tensorboardX (TensorFlow is absent on GPU ma
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
 import time
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,82 @@ PEAK_BF16_FLOPS_PER_DEVICE: dict[str, float] = {
 }
 
 
+def _lookup(table: Mapping[str, Any], device_kind: str):
+    """The table entry whose key is the longest case-insensitive substring of the kind."""
+    kind = device_kind.lower()
+    for key in sorted(table, key=len, reverse=True):
+        if key in kind:
+            return table[key]
+    return None
+
+
 def peak_flops_per_device(device_kind: str) -> Optional[float]:
     """Peak dense bf16 FLOP/s of one device of this kind, or None when unknown (e.g. CPU).
 
     Args:
       device_kind: ``jax.devices()[0].device_kind``, e.g. "TPU v4", "NVIDIA H100 80GB HBM3".
     """
-    kind = device_kind.lower()
-    for key in sorted(PEAK_BF16_FLOPS_PER_DEVICE, key=len, reverse=True):
-        if key in kind:
-            return PEAK_BF16_FLOPS_PER_DEVICE[key]
-    return None
+    return _lookup(PEAK_BF16_FLOPS_PER_DEVICE, device_kind)
+
+
+@dataclasses.dataclass(frozen=True)
+class TpuSpec:
+    """Memory and interconnect of one TPU generation, per JAX device unless named per chip.
+
+    Attributes:
+      generation: "v3", "v4", "v5e", "v5p", "v6e".
+      devices_per_chip: JAX devices per chip (v2/v3: each of the 2 TensorCores, with its own
+        half of the HBM; v4/v5p megacore and v5e/v6e: 1).
+      hbm_bytes: HBM capacity of one device.
+      hbm_usable_bytes: what XLA may allocate of it (libtpu 0.0.42's out-of-memory message
+        "exceeds available HBM (15.48G)" on v3, 30.75G v4, 15.75G v5e, 95.74G v5p, 31.25G v6e).
+      hbm_bandwidth: HBM bytes/s of one device.
+      ici_link_bandwidth: one-way bytes/s of one ICI link (a chip's links are shared by its
+        devices).
+      torus_dims: 2 (4 links per chip) or 3 (6 links per chip).
+      wrap_multiple: an ICI axis is a ring (wraparound links) when its length is a multiple of
+        this (v4/v5p: 4; v5e/v6e: only the full 16; v3: only the full pod side, 32).
+      dcn_bandwidth_per_chip: data-centre network bytes/s per chip (multi-slice).
+    """
+
+    generation: str
+    devices_per_chip: int
+    hbm_bytes: float
+    hbm_usable_bytes: float
+    hbm_bandwidth: float
+    ici_link_bandwidth: float
+    torus_dims: int
+    wrap_multiple: int
+    dcn_bandwidth_per_chip: float
+
+
+GiB = 2 ** 30
+# Sources: Cloud TPU system-architecture pages (docs.cloud.google.com/tpu/docs/v3, /v4, /v5e,
+# /v5p, /v6e: HBM capacity and bandwidth per chip; v5e/v5p/v6e: bidirectional ICI per chip,
+# DCN per chip or per host) and the JAX scaling book (jax-ml.github.io/scaling-book/tpus:
+# one-way ICI bandwidth per link, DCN ~2.5e10 B/s per host where Google gives no figure).
+# v3: 32 GiB, 900 GB/s per chip = 2 cores; ICI 1e11 B/s per link (scaling book).
+# v4: 32 GiB, 1200 GB/s; ICI 4.5e10 B/s per link, 6 links (scaling book); DCN 2.5e10 / 4 chips.
+# v5e: 16 GB (16 GiB: XLA may use 15.75 GiB of it), 819 GB/s; 400 GB/s bidirectional ICI over 4 ports = 5e10 per link one way;
+#   DCN 2 x 100 Gbps NIC per 8-chip host.
+# v5p: 95 GiB (XLA may use 95.74 GiB), 2765 GB/s; 1200 GB/s bidirectional ICI over 6 ports = 1e11 one way; DCN 50 Gbps.
+# v6e: 32 GB (32 GiB: XLA may use 31.25 GiB), 1638 GB/s; 800 GB/s bidirectional ICI over 4 ports = 1e11 one way; DCN as v5e
+#   per chip (scaling book: 2.5e10 per host of 8).
+TPU_SPECS: dict[str, TpuSpec] = {
+    "tpu v3": TpuSpec("v3", 2, 16 * GiB, 15.48 * GiB, 900e9 / 2, 1e11, 2, 32, 2.5e10 / 4),
+    "tpu v4": TpuSpec("v4", 1, 32 * GiB, 30.75 * GiB, 1200e9, 4.5e10, 3, 4, 2.5e10 / 4),
+    "tpu v5 lite": TpuSpec("v5e", 1, 16 * GiB, 15.75 * GiB, 819e9, 5e10, 2, 16, 200e9 / 8 / 8),
+    "tpu v5e": TpuSpec("v5e", 1, 16 * GiB, 15.75 * GiB, 819e9, 5e10, 2, 16, 200e9 / 8 / 8),
+    "tpu v5p": TpuSpec("v5p", 1, 95 * GiB, 95.74 * GiB, 2765e9, 1e11, 3, 4, 50e9 / 8),
+    "tpu v5": TpuSpec("v5p", 1, 95 * GiB, 95.74 * GiB, 2765e9, 1e11, 3, 4, 50e9 / 8),
+    "tpu v6 lite": TpuSpec("v6e", 1, 32 * GiB, 31.25 * GiB, 1638e9, 1e11, 2, 16, 2.5e10 / 8),
+    "tpu v6e": TpuSpec("v6e", 1, 32 * GiB, 31.25 * GiB, 1638e9, 1e11, 2, 16, 2.5e10 / 8),
+}
+
+
+def tpu_spec(device_kind: str) -> Optional[TpuSpec]:
+    """Memory / interconnect figures of a TPU device kind ("TPU v4", "TPU v5 lite"), or None."""
+    return _lookup(TPU_SPECS, device_kind)
 
 
 def throughput(tokens_per_step: float, flops_per_token: float, step_seconds: float,
@@ -100,7 +166,7 @@ def format_seconds(seconds: float) -> str:
 
 
 class MetricWriter:
-    """Writes scalars to the console (logging) and to TensorBoard event files.
+    """Writes scalars to TensorBoard event files and JSON lines (the trainer prints its own line).
 
     Only process 0 writes. Events go to ``MODEL_DIR/tensorboard/<name>`` for each
     ``name`` used (``train``, ``eval``); the same scalars are appended as JSON lines to
@@ -124,7 +190,7 @@ class MetricWriter:
         return self._writers[name]
 
     def write(self, name: str, step: int, scalars: Mapping[str, float]) -> None:
-        """Log ``scalars`` at ``step`` under ``name`` (console line + TensorBoard)."""
+        """Record ``scalars`` at ``step`` under ``name`` (TensorBoard + JSON lines; a debug log line)."""
         if not self._enabled:
             return
         parts = []
@@ -138,7 +204,7 @@ class MetricWriter:
             if math.isfinite(value):
                 self._writer(name).add_scalar(key, value, step)
             parts.append(f"{key}={value:.4g}")
-        log.info("[%s] step %d: %s", name, step, " ".join(parts))
+        log.debug("[%s] step %d: %s", name, step, " ".join(parts))
 
     def text(self, name: str, step: int, tag: str, text: str) -> None:
         """Log a text blob (e.g. the gin config) to TensorBoard."""

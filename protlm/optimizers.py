@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from protlm import partitioning
+
 Schedule = Callable[[jax.Array], jax.Array]
 
 
@@ -78,6 +80,17 @@ def linear_warmup_linear_decay(peak_value: float, warmup_steps: int, total_steps
         [optax.linear_schedule(0.0, peak_value, warmup_steps),
          optax.linear_schedule(peak_value, end_value, total_steps - warmup_steps)],
         [warmup_steps])
+
+
+def warmup_cosine_schedule(peak_value: float, warmup_steps: int, total_steps: int,
+                           end_value: float = 0.0) -> Schedule:
+    """Transformer-XL's schedule (`--scheduler cosine --warmup_step N`): linear warm-up to
+    ``peak_value``, then cosine annealing to ``end_value`` (``eta_min``) at ``total_steps``."""
+    if total_steps <= warmup_steps:
+        raise ValueError(f"warmup_cosine_schedule: total_steps ({total_steps}) must exceed "
+                         f"warmup_steps ({warmup_steps})")
+    return optax.warmup_cosine_decay_schedule(0.0, peak_value, warmup_steps, total_steps,
+                                              end_value)
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -140,18 +153,6 @@ def _dict_path(path) -> tuple:
     return tuple(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
 
 
-def _fits(spec: tuple, shape: tuple, mesh) -> tuple:
-    """Drop mesh axes from dims they do not divide (e.g. factored stats of odd sizes)."""
-    out = []
-    for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-        names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
-        size = 1
-        for n in names:
-            size *= mesh.shape[n]
-        out.append(axes if size > 1 and dim % size == 0 else None)
-    return tuple(out)
-
-
 def state_partition_specs(opt_state, params, param_specs, mesh):
     """PartitionSpecs for an optimizer state (abstract or concrete), following the params.
 
@@ -185,12 +186,12 @@ def state_partition_specs(opt_state, params, param_specs, mesh):
                 p_shape, p_spec = table[keys[start:]]
                 p_spec = p_spec + (None,) * (len(p_shape) - len(p_spec))
                 if shape == p_shape:
-                    return PartitionSpec(*_fits(p_spec, shape, mesh))
+                    return PartitionSpec(*partitioning.fit_spec(p_spec, shape, mesh))
                 if len(shape) == len(p_shape) - 1:
                     for axis in range(len(p_shape)):
                         if p_shape[:axis] + p_shape[axis + 1:] == shape:
                             spec = p_spec[:axis] + p_spec[axis + 1:]
-                            return PartitionSpec(*_fits(spec, shape, mesh))
+                            return PartitionSpec(*partitioning.fit_spec(spec, shape, mesh))
                 break
         return PartitionSpec()
 

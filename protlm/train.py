@@ -9,20 +9,33 @@ Flags (T5X style):
   --gin.NAME=VALUE       shorthand for --gin_bindings="NAME=VALUE" (macros: MODEL_DIR,
                          TRAIN_STEPS, BATCH_SIZE, MIXTURE_OR_TASK_NAME, TASK_FEATURE_LENGTHS,
                          FASTA_PATTERN, ...). Strings need inner quotes: --gin.MODEL_DIR="'runs/x'".
+                         A macro no gin binding reads (a typo) is an error naming the closest one.
   --gin_search_paths=P   comma-separated directories for gin files and includes
                          (default: the current directory and the repository root).
   --dry_run              lower + compile the train step on abstract inputs, report memory, exit.
   --dry_run_devices=N    with --dry_run: emulate N CPU devices (the mesh the report is for).
+  --topology=NAME        with --dry_run: compile for a TPU slice with the TPU compiler (needs
+                         libtpu: pip install -e ".[tpu]"), e.g. v3:16x32 (v3-1024), v4:4x4x4
+                         (v4-128), v5p:4x4x4, v5e:16x16, v6e:16x16. Prints per-chip memory
+                         against HBM, FITS / DOES NOT FIT (exit status 2) and a roofline MFU
+                         bound; docs/scaling.md has the table for every recipe.
+  --num_slices=N         with --topology: N slices joined by DCN (data parallel across them).
+  --dry_run_report=FILE  write the dry-run report as JSON to FILE.
 Multi-host: TPU pods detect themselves with --distributed; GPU/CPU clusters pass
   --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
+Errors a user can fix (bad FASTA, settings, a MODEL_DIR in use) print one line `train: error: ...`
+and exit 2; a checkpoint that cannot be written exits 1 (`protlm.cli`).
 """
 from __future__ import annotations
 
 import argparse
-import logging
+import dataclasses
+import json
 import os
 import pathlib
 import sys
+
+from protlm import cli, gin_macros
 
 # gin files live in the repository's gin/ and include each other as 'gin/...' (T5X style);
 # the repository root is a default search path, so they resolve from any working directory.
@@ -38,6 +51,9 @@ def parse_flags(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--gin_search_paths", default="")
     parser.add_argument("--dry_run", action="store_true")
     parser.add_argument("--dry_run_devices", type=int, default=0)
+    parser.add_argument("--topology", default="")
+    parser.add_argument("--num_slices", type=int, default=1)
+    parser.add_argument("--dry_run_report", default="")
     parser.add_argument("--distributed", action="store_true",
                         help="jax.distributed.initialize() with auto-detection (TPU pods, SLURM)")
     parser.add_argument("--coordinator_address", default=None)
@@ -55,11 +71,19 @@ def parse_flags(argv: list[str]) -> argparse.Namespace:
     args.gin_bindings = list(args.gin_bindings) + gin_flags
     if not args.gin_file:
         parser.error("at least one --gin_file is required (e.g. --gin_file=gin/quickstart.gin)")
+    if (args.topology or args.num_slices != 1 or args.dry_run_devices) and not args.dry_run:
+        parser.error("--topology, --num_slices and --dry_run_devices only apply with --dry_run")
+    if args.topology and args.dry_run_devices:
+        parser.error("--topology and --dry_run_devices are exclusive (a slice brings its devices)")
+    if args.num_slices != 1 and not args.topology:
+        parser.error("--num_slices needs --topology")
     return args
 
 
 def _setup_environment(args: argparse.Namespace) -> None:
     """Device emulation for dry runs; must happen before jax is imported."""
+    if args.topology:        # the TPU compiler runs in this process; no TPU backend is needed
+        os.environ["JAX_PLATFORMS"] = "cpu"
     if args.dry_run and args.dry_run_devices:
         if "jax" in sys.modules:
             raise RuntimeError("--dry_run_devices must be applied before jax is imported")
@@ -85,12 +109,30 @@ def _parse_gin(args: argparse.Namespace):
         gin.add_config_file_search_path(p)
     gin.parse_config_files_and_bindings(args.gin_file, args.gin_bindings,
                                         finalize_config=False)
+    gin_macros.check_command_line_macros(args.gin_bindings)
+    if args.dry_run:
+        _fill_unused_macros(gin)
     gin.finalize()
     return gin
 
 
-def _save_gin_config(gin) -> None:
-    """Write the parsed config to ``MODEL_DIR/config.gin`` (process 0, atomically)."""
+# Required by the recipes, read by nothing a dry run does (no data is read, nothing written).
+DRY_RUN_UNUSED_MACROS = ("MODEL_DIR", "FASTA_PATTERN")
+
+
+def _fill_unused_macros(gin) -> None:
+    """Binds the REQUIRED macros a dry run never reads, so `--dry_run` needs no bucket paths."""
+    for name in DRY_RUN_UNUSED_MACROS:
+        try:
+            value = gin.query_parameter(f"{name}/macro.value")
+        except ValueError:        # the gin files do not use this macro
+            continue
+        if getattr(value, "config_key", None) == ("gin.REQUIRED", "gin.constant"):
+            gin.bind_parameter(f"{name}/macro.value", f"<unused by --dry_run: {name}>")
+
+
+def _save_gin_config(gin, name: str = "config.gin", text: str | None = None) -> None:
+    """Write the parsed config (or `text`) to ``MODEL_DIR/<name>`` (process 0, atomically)."""
     import jax
     try:
         model_dir = gin.query_parameter("%MODEL_DIR")
@@ -98,10 +140,10 @@ def _save_gin_config(gin) -> None:
         return
     if not isinstance(model_dir, str) or jax.process_index() != 0:
         return
-    path = pathlib.Path(model_dir) / "config.gin"
+    path = pathlib.Path(model_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".config.gin.tmp-{os.getpid()}")
-    tmp.write_text(gin.config_str(), encoding="utf-8")
+    tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
+    tmp.write_text(gin.config_str() if text is None else text, encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -109,30 +151,70 @@ def train(argv: list[str]) -> dict:
     """Parse flags and gin, then run ``protlm.trainer.train`` (or its dry run)."""
     args = parse_flags(argv)
     _setup_environment(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    cli.setup_logging()
     _init_distributed(args)
     from protlm import trainer
     gin = _parse_gin(args)
     if not args.dry_run:
         _save_gin_config(gin)
     fn = gin.get_configurable(trainer.train)
-    result = fn(dry_run_only=True) if args.dry_run else fn()
-    logging.getLogger(__name__).info("gin config:\n%s", gin.operative_config_str())
+    if args.topology:
+        result = _topology_dry_run(args, gin, fn)
+    else:
+        result = fn(dry_run_only=True) if args.dry_run else fn()
+    if not args.dry_run:   # what the run used, every default included (T5X's operative config)
+        _save_gin_config(gin, "operative_config.gin", gin.operative_config_str())
+    if args.dry_run_report:
+        _write_json(args.dry_run_report, result)
     return result
 
 
+def _topology_dry_run(args: argparse.Namespace, gin, train_fn) -> dict:
+    """``--topology``: the experiment's mesh sizes and rule table on the slice's devices."""
+    from protlm import partitioning
+    from protlm.aot import topology
+    devices = topology.topology_devices(args.topology, args.num_slices)
+    try:
+        partition = gin.get_configurable(partitioning.PartitionConfig)()
+    except ValueError:   # not referenced by the gin files: the defaults
+        partition = partitioning.PartitionConfig()
+    partition = dataclasses.replace(partition, devices=tuple(devices))
+    return dict(train_fn(dry_run_only=True, partition=partition), topology=args.topology,
+                num_slices=args.num_slices, rules=partition.rules)
+
+
+def _write_json(path: str, report: dict) -> None:
+    """The dry-run report as JSON, written atomically (temporary name, then rename)."""
+    out = pathlib.Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(report, indent=1, sort_keys=True, default=str) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, out)
+
+
 def main(argv: list[str] | None = None) -> int:
-    return report(train(sys.argv[1:] if argv is None else argv))
+    try:
+        result = train(sys.argv[1:] if argv is None else argv)
+    except Exception as e:  # pylint: disable=broad-except
+        code = cli.report(e, "train")
+        if code is None:
+            raise
+        return code
+    return exit_code(result)
 
 
-def report(result: dict) -> int:
+def exit_code(result: dict) -> int:
     """Print the dry-run summary or the non-finite stop; the process exit code of a run."""
     status = result.get("status")
     if status == "nonfinite":
         print(f"stopped: non-finite loss at step {result['step']}; the last good checkpoint is kept",
               file=sys.stderr)
         return 1
+    if status == "dry_run" and "memory" in result:       # --topology: the TPU report
+        from protlm.aot import report
+        print(report.format_report(result))
+        return 0 if result["memory"]["fits"] else 2
     if status == "dry_run":
         gib = 2 ** 30
         print(f"dry run OK on mesh {result['mesh']}: {result['num_params'] / 1e9:.3f} B params; "
@@ -143,4 +225,4 @@ def report(result: dict) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main, "train")

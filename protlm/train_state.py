@@ -2,12 +2,15 @@
 
 `TrainState` (step, params, optimizer state) lives on the mesh in the shardings the logical axis
 names of the params give (`state_shardings`); `init_state` creates it there directly, and
-`restore_or_init` resumes MODEL_DIR's latest checkpoint, warm-starts from another run's params, or
+`restore_or_init` resumes MODEL_DIR's latest readable checkpoint (a damaged newer one is moved to
+MODEL_DIR/unreadable_checkpoints/ with a warning), warm-starts from another run's params, or
 initialises.
 """
 from __future__ import annotations
 
 import logging
+import pathlib
+import shutil
 from typing import Any, Mapping, Optional
 
 import flax.linen as nn
@@ -19,6 +22,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from protlm import checkpoints, optimizers, partitioning
 
 log = logging.getLogger(__name__)
+UNREADABLE_DIR = "unreadable_checkpoints"   # MODEL_DIR/unreadable_checkpoints/<step>: kept, not used
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -90,7 +94,7 @@ def init_state(model, tx, batch_shapes, shardings: TrainState, mesh, rules, seed
         return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
                           carry=None if carry is None else nn.meta.unbox(carry))
 
-    with mesh, nn.logical_axis_rules(rules):
+    with partitioning.activate(mesh, rules):
         fn = jax.jit(make, out_shardings=shardings,
                      in_shardings=(None, None if params is None else shardings.params))
         return fn(jax.random.key(seed), params)
@@ -99,14 +103,19 @@ def init_state(model, tx, batch_shapes, shardings: TrainState, mesh, rules, seed
 def restore_or_init(manager, model, tx, batch_shapes, abstract, shardings, mesh, rules, seed,
                      init_from: Optional[str]) -> tuple[TrainState, dict]:
     """Resume from MODEL_DIR's latest checkpoint, else warm-start from ``init_from``, else init."""
-    step = manager.latest_step()
-    if step is not None:
-        if "opt_state" in checkpoints.state_keys(manager, step):
-            restored, data_state = checkpoints.restore_state(manager, step, abstract.to_dict())
-            log.info("resumed from %s step %d (data position %s)", manager.directory, step,
-                     data_state)
+    if manager.latest_step() is not None:
+
+        def read(at: int):
+            if "opt_state" in checkpoints.state_keys(manager, at):
+                return True, checkpoints.restore_state(manager, at, abstract.to_dict())
+            return False, checkpoints.restore_state(manager, at, {"params": abstract.params})
+
+        step, (full, (restored, data_state)) = checkpoints.restore_newest(
+            manager, read, on_unreadable=lambda bad: _move_aside(manager, bad))
+        if full:
+            log.info("resumed from %s step %d (data position: batch %s)", manager.directory, step,
+                     data_state.get("batches_consumed", "none saved"))
             return TrainState.from_dict(restored), data_state
-        restored, data_state = checkpoints.restore_state(manager, step, {"params": abstract.params})
         log.info("starting from params-only checkpoint step %d (fresh optimizer state)", step)
         state = init_state(model, tx, batch_shapes, shardings, mesh, rules, seed,
                            params=restored["params"])
@@ -132,3 +141,18 @@ def restore_or_init(manager, model, tx, batch_shapes, abstract, shardings, mesh,
         log.info("initial params from %s", init_from)
         return init_state(model, tx, batch_shapes, shardings, mesh, rules, seed, params=params), {}
     return init_state(model, tx, batch_shapes, shardings, mesh, rules, seed), {}
+
+
+def _move_aside(manager, step: int) -> None:
+    """Moves an unreadable step out of orbax's directory (kept for inspection) so that the run can
+    write that step again."""
+    src = pathlib.Path(str(manager.directory)) / str(step)
+    if jax.process_index() == 0 and src.exists():
+        dst = src.parent.parent / UNREADABLE_DIR / str(step)
+        n = 1
+        while dst.exists():
+            dst, n = dst.with_name(f"{step}.{n}"), n + 1
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(src), str(dst))
+        log.warning("moved the unreadable checkpoint step %d to %s", step, dst)
+    manager.reload()

@@ -3,9 +3,17 @@
 `train()` (the gin entry point of `python -m protlm.train`) builds the mesh and the sharded state
 (`protlm.train_state`), feeds the step global batches built from per-host numpy batches of a batch
 source (`protlm.data.batch_sources`), logs every `log_every` steps, evaluates, checkpoints with
-orbax and resumes exactly (each host's data position, e.g. its tf.data iterator state, is saved with
-the state and restored into the source's stream: nothing is re-read). SIGTERM saves and exits; a non-finite loss stops at the last good checkpoint.
+orbax and resumes exactly (each host's data position, e.g. its tf.data iterator state, is saved
+with the state and restored into the source's stream: nothing is re-read). SIGTERM saves and
+exits; a non-finite loss stops at the last good checkpoint.
 Everything about the model comes from its family (`protlm.models.registry.get_family`).
+
+Reliability: the settings and an evaluation's data are checked before the first step
+(`protlm.run_checks`); one process at a time holds MODEL_DIR (`protlm.locks`, MODEL_DIR/protlm.lock,
+released by the kernel when its holder dies, so a kill -9 never blocks a resume); a step's
+checkpoint is started before its evaluation runs; the first failed save stops the run
+(`protlm.checkpoint_saves`); a damaged newest checkpoint is skipped on resume (moved to
+MODEL_DIR/unreadable_checkpoints/, `protlm.train_state`).
 """
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import time
 from typing import Any, Callable, Mapping, Optional
 
 import flax.linen as nn
@@ -21,7 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from protlm import checkpoints, dry_run as dry_run_lib, metrics as metrics_lib, optimizers
-from protlm import partitioning
+from protlm import partitioning, run_checks
+from protlm.checkpoint_saves import SaveGuard
+from protlm.locks import OutputLock
 from protlm.data.batch_sources import BatchSource
 from protlm.models import registry
 from protlm.train_state import TrainState, restore_or_init, state_shardings
@@ -29,6 +40,7 @@ from protlm.train_step import (batch_sharding, compile_train_step, make_eval_ste
                                make_global_batch, summarize_train)
 
 log = logging.getLogger(__name__)
+LOCK_FILE = "protlm.lock"          # MODEL_DIR/protlm.lock while a run holds the directory
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")   # jax.random key implementations for dropout
 Batch = Mapping[str, np.ndarray]
 
@@ -136,11 +148,11 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
     if prng_impl not in PRNG_IMPLS:
         raise ValueError(f"prng_impl must be one of {PRNG_IMPLS} (gin macro PRNG_IMPL), "
                          f"got {prng_impl!r}")
+    run_checks.check_train_steps(train_steps)
     nproc = jax.process_count()
-    if batch_size % nproc:
-        raise ValueError(f"batch_size {batch_size} must be divisible by the {nproc} processes")
-    per_host = batch_size // nproc
     mesh, rules = partition.mesh(), partition.logical_rules()
+    run_checks.check_batch_size(batch_size, dict(mesh.shape), accum_steps, nproc)
+    per_host = batch_size // nproc
     family = registry.get_family(model_config)
     own_model = model is None      # the family's objective (else a wrapper, protlm.finetune)
     model, schedule = (family.model(model_config) if own_model else model), learning_rate
@@ -150,11 +162,18 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
         return {"status": "dry_run", **dry_run_lib.dry_run(model, tx, schedule, shapes, mesh, rules,
                                                            accum_steps, prng_impl)}
 
+    started = time.time()
     with contextlib.ExitStack() as cleanup:
+        if jax.process_index() == 0:   # before orbax may clean up "stale" temporary directories
+            cleanup.enter_context(OutputLock(f"{model_dir}/{LOCK_FILE}", f"MODEL_DIR {model_dir}"))
+        if evaluation.every_steps > 0:
+            run_checks.check_validation_split(lambda: data(
+                "validation", per_host, jax.process_index(), nproc, True))
         manager = checkpoints.make_manager(model_dir, checkpoint.every_steps, checkpoint.keep,
                                            checkpoint.async_save)
         cleanup.callback(manager.close)
-        cleanup.callback(manager.wait_until_finished)
+        saver = SaveGuard(manager)
+        cleanup.callback(saver.finish)
         stream = _TrainStream(data, manager, per_host, checkpoint.restart_data)
         cleanup.callback(stream.close)
         shapes = {k: jax.ShapeDtypeStruct((batch_size,) + np.shape(v)[1:], jnp.int32)
@@ -162,8 +181,9 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
         if own_model:
             _check_batch_keys(family, model_config, shapes)
         abstract, shardings = state_shardings(model, tx, shapes, mesh, rules)
-        state, _ = restore_or_init(manager, model, tx, shapes, abstract, shardings, mesh, rules,
-                                    seed, checkpoint.init_from)
+        state, _ = restore_or_init(manager, model, tx, shapes, abstract, shardings, mesh,
+                                            rules, seed, checkpoint.init_from)
+        stream.resume_at(manager.latest_step())   # older than the newest when that was unreadable
         checkpoints.save_config(model_dir, model_config)
         writer = metrics_lib.MetricWriter(model_dir, enabled=jax.process_index() == 0)
         cleanup.callback(writer.close)
@@ -191,26 +211,65 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
             return evaluate(model, eval_fn, params, data, per_host, batch_size,
                             evaluation.num_batches, batch_sharding(mesh), fresh_carry())
 
-        with mesh, nn.logical_axis_rules(rules):
-            return _loop(model, state, step_fn, run_eval, stream, manager, writer, preemption, perf,
-                         train_steps=train_steps, batch_size=batch_size,
-                         rng=jax.random.key(seed, impl=prng_impl),
-                         log_every=log_every, eval_every=evaluation.every_steps,
-                         save_every=max(1, checkpoint.every_steps), mesh=mesh)
+        with partitioning.activate(mesh, rules):
+            result = _loop(model, state, step_fn, run_eval, stream, saver, writer, preemption, perf,
+                           train_steps=train_steps, batch_size=batch_size,
+                           rng=jax.random.key(seed, impl=prng_impl),
+                           log_every=log_every, eval_every=evaluation.every_steps,
+                           save_every=max(1, checkpoint.every_steps), mesh=mesh)
+        saver.finish()
+    log.info("%s", summary_line(result, model_dir, time.time() - started))
+    return result
+
+
+def summary_line(result: dict, model_dir: str, seconds: float) -> str:
+    """What a finished (or stopped) run leaves, in one line."""
+    ev = result.get("eval") or {}
+    loss = f"; validation loss {ev['loss']:.4f}" if "loss" in ev else ""
+    return (f"{result['status']} at step {result['step']} after {metrics_lib.format_seconds(seconds)}: "
+            f"checkpoints in {checkpoints.checkpoint_dir(model_dir)}{loss}")
 
 
 class _TrainStream:
-    """This host's training batches, resumed at the position saved with the latest checkpoint."""
+    """This host's training batches, resumed at the position saved with a checkpoint.
+
+    Opened at the newest checkpoint's position (its first batch gives the shapes); `resume_at`
+    reopens it at the position of the step actually restored when that is another one (the
+    newest could not be read: `restore_or_init` decides, and reports, which step is used).
+    """
 
     def __init__(self, data: BatchSource, manager, per_host: int, restart_data: bool):
-        self.stream = data("train", per_host, jax.process_index(), jax.process_count(), True)
+        self._open = lambda: data("train", per_host, jax.process_index(), jax.process_count(), True)
+        self._manager, self._restart = manager, restart_data
         latest = manager.latest_step()
-        if latest is not None:
-            checkpoints.restore_data_state(
-                manager, latest, self.stream, restart=restart_data,
-                required="opt_state" in checkpoints.state_keys(manager, latest))
-        self.first = next(self.stream)
+        try:
+            self._start(latest)
+        except Exception:  # pylint: disable=broad-except
+            if latest is None:
+                raise
+            self._start(None)       # only the shapes; `resume_at` restores (or raises) for real
+            self.step = -1
+
+    def _start(self, step: Optional[int]) -> None:
+        """Opens the stream at `step`'s data position and reads its first batch; on an error the
+        pipeline is closed before the error propagates."""
+        self.step, self.stream = step, self._open()
+        try:
+            if step is not None:
+                checkpoints.restore_data_state(
+                    self._manager, step, self.stream, restart=self._restart,
+                    required="opt_state" in checkpoints.state_keys(self._manager, step))
+            self.first = next(self.stream)
+        except BaseException:
+            _close(self.stream)
+            raise
         self._pending_first = True
+
+    def resume_at(self, step: Optional[int]) -> None:
+        """Moves to the data position saved with `step` (None: the stream's beginning)."""
+        if step != self.step:
+            _close(self.stream)
+            self._start(step)
 
     def __next__(self) -> Batch:
         if self._pending_first:
@@ -226,10 +285,10 @@ def _nonfinite(m) -> bool:
     return m is not None and float(jax.device_get(m["finite"])) < 1.0
 
 
-def _loop(model, state: TrainState, step_fn, run_eval, stream: _TrainStream, manager, writer,
+def _loop(model, state: TrainState, step_fn, run_eval, stream: _TrainStream, saver: SaveGuard, writer,
           preemption: _Preemption, perf: dict, *, train_steps: int, batch_size: int,
           rng: jax.Array, log_every: int, eval_every: int, save_every: int, mesh) -> dict:
-    """Steps until ``train_steps``, SIGTERM or a non-finite loss; logs, evaluates, saves."""
+    """Steps until ``train_steps``, SIGTERM or a non-finite loss; logs, saves, evaluates."""
     step = start_step = int(jax.device_get(state.step))
     timer = metrics_lib.StepTimer(step, train_steps)
     window, window_steps, status = None, 0, "done"
@@ -239,6 +298,7 @@ def _loop(model, state: TrainState, step_fn, run_eval, stream: _TrainStream, man
         batch = make_global_batch(next(stream), partitioning.data_sharding(mesh), batch_size)
         state, m = step_fn(state, batch, rng)
         step += 1
+        saver.check()                 # the first failed background save stops the run
         if _nonfinite(previous):      # checked one step late: keeps the device busy
             status = "nonfinite"
             break
@@ -264,16 +324,18 @@ def _loop(model, state: TrainState, step_fn, run_eval, stream: _TrainStream, man
                      last_train.get("tflops_per_device", float("nan")),
                      "n/a" if mfu != mfu else f"{mfu:.1%}", metrics_lib.format_seconds(eta))
             window, window_steps = None, 0
-        if eval_every > 0 and (step % eval_every == 0 or step == train_steps):
-            last_eval = run_eval(state.params)
-            writer.write("eval", step, last_eval)
-            timer = metrics_lib.StepTimer(step, train_steps)   # eval time is not step time
         preempted = preemption.check(step)
         if step % save_every == 0 or step == train_steps or preempted:
             if _nonfinite(m):
                 status = "nonfinite"
                 break
-            checkpoints.save_state(manager, step, state.to_dict(), stream.stream, force=True)
+            # Before the evaluation: an evaluation that fails never costs this step's checkpoint.
+            saver.save(step, state.to_dict(), stream.stream)
+        if eval_every > 0 and not preempted and (step % eval_every == 0 or step == train_steps):
+            last_eval = run_eval(state.params)
+            writer.write("eval", step, last_eval)
+            log.info("eval at step %d: %s", step, "  ".join(f"{k} {v:.4g}" for k, v in last_eval.items()))
+            timer = metrics_lib.StepTimer(step, train_steps)   # eval time is not step time
         if step == start_step + 1:    # the first step's time is compilation: not timed
             jax.block_until_ready(m)
             timer = metrics_lib.StepTimer(step, train_steps)
@@ -283,7 +345,7 @@ def _loop(model, state: TrainState, step_fn, run_eval, stream: _TrainStream, man
             break
     if status == "nonfinite":
         log.error("non-finite loss or gradient near step %d: stopped; the last good checkpoint "
-                  "is step %s", step, manager.latest_step())
+                  "is step %s", step, saver.manager.latest_step())
     return {"status": status, "step": int(jax.device_get(state.step)), "train": last_train,
             "eval": last_eval}
 

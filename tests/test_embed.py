@@ -80,31 +80,41 @@ def test_t5_shapes_ids_mean_and_own_forward(tmp_path, t5, proteins):
     assert not (tmp_path / "e.per_residue.h5.partial").exists()
 
 
-def test_resume_skips_present_ids_and_keeps_them(tmp_path, t5, proteins):
+def test_resume_skips_present_ids_and_keeps_them(tmp_path, t5, proteins, monkeypatch):
     *_, loaded = t5
     out = tmp_path / "r.h5"
-    first = embed.embed_fasta("tiny-t5", _fasta(tmp_path / "a.fasta", proteins[:8]), out, per_residue=False,
-                              per_protein=True, progress=False, loaded=loaded)
-    assert first["proteins"] == 8
-    with h5py.File(out, "r") as f:
+    fasta = _fasta(tmp_path / "all.fasta", proteins)
+    # An interrupted run (it stops after its second batch) leaves OUT.partial with what it wrote.
+    real, calls = embed.embed_batches, []
+
+    def interrupted(*a, **k):
+        for i, item in enumerate(real(*a, **k)):
+            if i == 2:
+                raise KeyboardInterrupt
+            calls.append(len(item[0]))
+            yield item
+
+    monkeypatch.setattr(embed, "embed_batches", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        embed.embed_fasta("tiny-t5", fasta, out, per_residue=False, per_protein=True, progress=False,
+                          loaded=loaded, max_tokens_per_batch=256)
+    monkeypatch.setattr(embed, "embed_batches", real)
+    assert not out.exists() and not out.with_name("r.h5.lock").exists()
+    with h5py.File(out.with_name("r.h5.partial"), "r") as f:
         before = {k: f[k][()] for k in f}
-    # An interrupted run left a partial file with one more protein: it is carried forward too.
-    with h5py.File(out.with_name("r.h5.partial"), "w") as f:
-        f.attrs.update(model="tiny-t5", layer=-1, dtype="float32", family="t5", representation="per_protein")
-        f.create_dataset(embed.sanitize_id(proteins[8][0]), data=np.full(32, 7.0, np.float32))
-    second = embed.embed_fasta("tiny-t5", _fasta(tmp_path / "all.fasta", proteins), out, per_residue=False,
-                               per_protein=True, progress=False, loaded=loaded)
-    assert second["skipped"] == 9 and second["proteins"] == 11
+    assert len(before) == sum(calls) > 0
+    second = embed.embed_fasta("tiny-t5", fasta, out, per_residue=False, per_protein=True, progress=False,
+                               loaded=loaded, max_tokens_per_batch=256)
+    assert second["skipped"] == len(before) and second["proteins"] == 20 - len(before)
     with h5py.File(out, "r") as f:
         assert len(f) == 20
         for k, v in before.items():
             np.testing.assert_array_equal(f[k][()], v)
-        np.testing.assert_array_equal(f[embed.sanitize_id(proteins[8][0])][()], np.full(32, 7.0))
-    third = embed.embed_fasta("tiny-t5", tmp_path / "all.fasta", out, per_residue=False, per_protein=True,
+    third = embed.embed_fasta("tiny-t5", fasta, out, per_residue=False, per_protein=True,
                               progress=False, loaded=loaded)
     assert third["proteins"] == 0 and third["skipped"] == 20
     with pytest.raises(embed.EmbedInputError, match="layer=-1, this run has layer=1"):
-        embed.embed_fasta("tiny-t5", tmp_path / "all.fasta", out, per_residue=False, per_protein=True,
+        embed.embed_fasta("tiny-t5", fasta, out, per_residue=False, per_protein=True,
                           layer=1, progress=False, loaded=loaded)
 
 

@@ -23,6 +23,22 @@ def test_create_mesh_sizes():
         P.get_logical_axis_rules("3d")
 
 
+def test_activate_makes_activation_constraints_real():
+    from protlm.layers.axes import BATCH_LENGTH_EMBED, constrain
+    mesh, rules = P.create_mesh(data=2, fsdp=4), P.fsdp_logical_axis_rules()
+
+    def f(x):
+        return constrain(x * 2, BATCH_LENGTH_EMBED)
+
+    def constraints(jaxpr):
+        return [e for e in jaxpr.eqns if e.primitive.name == "sharding_constraint"]
+    with P.activate(mesh, rules):
+        (eqn,) = constraints(jax.make_jaxpr(f)(jnp.ones((8, 4, 16))).jaxpr)
+    assert eqn.params["sharding"].spec == PartitionSpec(("data", "fsdp"), None, None)
+    with mesh, nn.logical_axis_rules(rules):        # the old idiom: silently unconstrained
+        assert constraints(jax.make_jaxpr(f)(jnp.ones((8, 4, 16))).jaxpr) == []
+
+
 def test_rules_map_params_and_activations():
     std, fsdp = P.standard_logical_axis_rules(), P.fsdp_logical_axis_rules()
     assert nn.logical_to_mesh_axes(("embed", "mlp"), std) == PartitionSpec(None, "model")
@@ -82,7 +98,7 @@ def test_sharded_matches_single_device(name, family, rules_name):
     assert leaf.sharding.spec[0] == "model"
     data_sh = P.data_sharding(mesh)
     sbatch = {k: jax.device_put(v, data_sh) for k, v in batch.items()}
-    with mesh, nn.logical_axis_rules(rules):
+    with P.activate(mesh, rules):
         step = jax.jit(loss_grads_logits, in_shardings=(shardings["params"], data_sh),
                        out_shardings=(P.replicated(mesh), shardings["params"], data_sh))
         loss, grads, logits = step(sparams, sbatch)

@@ -50,6 +50,8 @@ class SeqioSource:
 
     def _register(self):
         """(Re-)register the built-in tasks on ``fasta_pattern`` (env/default when None)."""
+        from protlm.data.tf_import import import_tensorflow
+        import_tensorflow()   # first, without TensorFlow's start-up noise
         from protlm.data import tasks as data_tasks
         key = (self.fasta_pattern, self.validation_fasta_pattern)
         if _REGISTERED.get("key") != key and (

@@ -188,7 +188,7 @@ class ProteinDataSource(seqio.DataSource):
             raise ValueError(f"unknown split {split!r}; expected one of {self.splits}")
         files = list(getattr(self.shard_set(), split))
         if not files:
-            raise ValueError(
+            raise splits_lib.EmptySplitError(
                 f"the {split} split of {_resolve(self._train_pattern)!r} has no records (a small corpus "
                 f"puts none in the {self._fraction:.0%} id-hash held-out split); set a validation "
                 "pattern (VALIDATION_FASTA_PATTERN) or use a larger corpus")

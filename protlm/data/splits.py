@@ -26,6 +26,10 @@ _SCALE = float(2**64)
 Position = Tuple[int, int]
 
 
+class EmptySplitError(ValueError):
+    """A split that has no records (e.g. the held-out split of a small corpus); says the fix."""
+
+
 def _digest(record_id: str) -> bytes:
     return hashlib.sha1(record_id.encode("utf-8")).digest()
 

@@ -162,6 +162,90 @@ def decode_protbert(ids: Iterable[int] | np.ndarray) -> str:
     return "".join(p for p in protbert_id_to_piece(ids) if p not in ("[PAD]", "[CLS]", "[SEP]"))
 
 
+# ---------------------------------------------------------------------------------------- ProtTXL
+# (verify) ProtTXL was never released: no vocabulary file exists. Transformer-XL's `Vocab`
+# (kimiyoung/transformer-xl `utils/vocabulary.py`) puts its special symbols first (`<eos>`, the
+# separator `add_eos` appends to every line) and then the symbols by corpus frequency, with no
+# padding symbol (the streams are never padded). protlm adds `<pad>` at 0 (the padding id every
+# protlm vocabulary shares, used only when embedding batches of proteins) and `<unk>`, and orders
+# the residues by frequency as ProtBert's vocab.txt (the same UniRef/BFD corpora). Rare residues
+# follow the ProtTrans README (U Z O B -> X).
+PROTTXL_RESIDUES = PROTBERT_RESIDUES  # ids 3..27 (verify)
+PROTTXL_PAD_ID = 0
+PROTTXL_EOS_ID = 1     # separator after every protein of the stream
+PROTTXL_UNK_ID = 2
+PROTTXL_TOKENS: list[str] = ["<pad>", "<eos>", "<unk>"] + list(PROTTXL_RESIDUES)
+PROTTXL_VOCAB_SIZE = len(PROTTXL_TOKENS)  # 28
+_TXL_TABLE = byte_lookup_table(PROTTXL_TOKENS, PROTTXL_UNK_ID)
+_TXL_PIECES = np.array(PROTTXL_TOKENS, dtype=object)
+
+
+def encode_prottxl(seq: str | bytes, rare_residue_map: Mapping[str, str] | None = None) -> np.ndarray:
+    """Residue letters -> ProtTXL ids (no separator: the stream appends `PROTTXL_EOS_ID`)."""
+    table = (_TXL_TABLE if rare_residue_map is None
+             else byte_lookup_table(PROTTXL_TOKENS, PROTTXL_UNK_ID, rare_residue_map))
+    return _encode(seq, table)
+
+
+def prottxl_id_to_piece(ids: Iterable[int] | np.ndarray) -> list[str]:
+    """ProtTXL ids -> token strings, e.g. [1, 21, 6] -> ["<eos>", "M", "A"]."""
+    return _pieces(ids, _TXL_PIECES)
+
+
+# -------------------------------------------------------------------------------------- ProtXLNet
+# (verify) Rostlab/prot_xlnet's sentencepiece model (`spiece.model`, 238,192 bytes; vocab 37 per
+# PROTTRANS_FACTS) was not available here, nor any printed id table. What is known:
+#   * zihangdai/xlnet's recipe (`data_utils.special_symbols`; README `spm_train
+#     --control_symbols=<cls>,<sep>,<pad>,<mask>,<eod> --user_defined_symbols=<eop>,.,(,),",-,–,£,€`)
+#     gives ids 0..16 below: 9 special symbols and 8 user-defined pieces;
+#   * the model has exactly 20 pieces that start with "▁" (one per standard residue: a public
+#     user of the tokenizer asserts `len([k for k in vocab if k.startswith("▁")]) == 20`), and
+#     17 + 20 = 37 = the vocabulary size;
+#   * ProtTrans maps U Z O B X to `<unk>` before tokenizing; the tokenizer appends `<sep> <cls>`
+#     and pads on the left with `<pad>` (5).
+# The residue order (ids 17..36) is the unigram-score (= frequency) order, estimated as ProtBert's.
+# Every id is ONE constant here: check against the real file (`[sp.id_to_piece(i) for i in
+# range(37)]`) and change only this table.
+PROTXLNET_SPECIALS = ["<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>"]
+PROTXLNET_USER_SYMBOLS = [".", "(", ")", '"', "-", "\u2013", "\u00a3", "\u20ac"]
+PROTXLNET_RESIDUES = "".join(c for c in PROTBERT_RESIDUES if c in STANDARD_AMINO_ACIDS)  # (verify)
+PROTXLNET_TOKENS: list[str] = PROTXLNET_SPECIALS + PROTXLNET_USER_SYMBOLS + list(PROTXLNET_RESIDUES)
+PROTXLNET_VOCAB_SIZE = len(PROTXLNET_TOKENS)  # 37
+PROTXLNET_UNK_ID = 0
+PROTXLNET_SEP_ID = 4
+PROTXLNET_CLS_ID = 3
+PROTXLNET_PAD_ID = 5
+PROTXLNET_MASK_ID = 6
+PROTXLNET_EOD_ID = 7   # after every protein of the pretraining stream (one protein per document)
+# ProtTrans: re.sub(r"[UZOBX]", "<unk>", seq) -- every non-standard residue is <unk>.
+PROTXLNET_RARE_RESIDUES = "UZOBX"
+assert len(PROTXLNET_TOKENS) == 37 and len(PROTXLNET_RESIDUES) == 20
+assert set(PROTXLNET_RESIDUES) == set(STANDARD_AMINO_ACIDS)
+
+
+def _xlnet_table() -> np.ndarray:
+    table = np.full(256, PROTXLNET_UNK_ID, dtype=np.int32)
+    for letter in PROTXLNET_RESIDUES:
+        tid = PROTXLNET_TOKENS.index(letter)
+        table[ord(letter)] = table[ord(letter.lower())] = tid
+    return table
+
+
+_XLNET_TABLE = _xlnet_table()
+_XLNET_PIECES = np.array(PROTXLNET_TOKENS, dtype=object)
+
+
+def encode_protxlnet(seq: str | bytes) -> np.ndarray:
+    """Residue letters -> ProtXLNet ids; U Z O B X (and any other byte) -> `<unk>` (no `<sep>
+    <cls>`: the caller appends them)."""
+    return _encode(seq, _XLNET_TABLE)
+
+
+def protxlnet_id_to_piece(ids: Iterable[int] | np.ndarray) -> list[str]:
+    """ProtXLNet ids -> token strings, e.g. [33, 4, 3] -> ["M", "<sep>", "<cls>"]."""
+    return _pieces(ids, _XLNET_PIECES)
+
+
 # ------------------------------------------------------------------------------------- ProtAlbert
 # (verify) Rostlab/prot_albert's sentencepiece model (`spiece.model`, 238 kB, vocab_size 34 in its
 # config.json) was not available to the project, nor any printed token table: every id below is ONE

@@ -1,6 +1,5 @@
 """`python -m protlm.downstream` (see protlm/downstream/main.py)."""
-import sys
-
+from protlm import cli
 from protlm.downstream.main import main
 
-sys.exit(main())
+cli.run(main, "downstream")

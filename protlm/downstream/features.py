@@ -60,7 +60,7 @@ class H5Features:
         self.description = {
             "kind": "embeddings",
             "files": [str(p) for p in self.paths],
-            **{k: _attr(first.get(k)) for k in ("model", "layer", "dtype", "representation") if k in first},
+            **{k: attr_value(first.get(k)) for k in ("model", "layer", "dtype", "representation") if k in first},
         }
 
     def _get(self, protein_id: str) -> tuple[np.ndarray, pathlib.Path]:
@@ -101,7 +101,8 @@ class H5Features:
             f.close()
 
 
-def _attr(v):
+def attr_value(v):
+    """An h5 attribute as plain Python (str for bytes, int/float for numpy scalars)."""
     if isinstance(v, bytes):
         return v.decode()
     if isinstance(v, np.generic):

@@ -19,6 +19,7 @@ import pathlib
 import sys
 import time
 
+from protlm import cli
 from protlm.downstream import datasets, features, localization, report, secondary_structure
 
 TASKS = {"secondary_structure": secondary_structure, "localization": localization}
@@ -109,7 +110,7 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cli.setup_logging()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     root = pathlib.Path(args.data_root) if args.data_root else datasets.default_data_root()
     if args.write_fasta:

@@ -1,5 +1,4 @@
-import sys
-
+from protlm import cli
 from protlm.finetune.main import main
 
-sys.exit(main())
+cli.run(main, "finetune")

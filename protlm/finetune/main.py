@@ -46,7 +46,7 @@ def test_run(model_dir: str, model: Any, task: Optional[str], data_root: Optiona
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     result = train_cli.train(argv)
-    code = train_cli.report(result)
+    code = train_cli.exit_code(result)
     if code or result.get("status") != "done":
         return code
     import gin  # noqa: PLC0415

@@ -59,8 +59,10 @@ def hf_tensor_specs(config, params_shapes: Mapping, part: str | None = None,
     rules = spec.rules(config, part)
     tree = dict(spec.select(params_shapes, part))
     mapping.check_rules_cover(rules, set(mapping.flatten_paths(tree)), f"{name} export")
-    return [safetensors_writer.TensorSpec(r.hf_key, r.hf_shape(mapping.get_path(tree, r.path).shape),
-                                          _np_dtype(dtype)) for r in rules]
+    specs = [safetensors_writer.TensorSpec(r.hf_key, r.hf_shape(mapping.get_path(tree, r.path).shape),
+                                           _np_dtype(dtype)) for r in rules]
+    return specs + [safetensors_writer.TensorSpec(k, tuple(v.shape), _np_dtype(dtype))
+                    for k, v in spec.constant_tensors(config, part).items()]
 
 
 def check_shapes(config, tree: Mapping, part: str | None = None) -> None:
@@ -82,10 +84,13 @@ def _np_dtype(dtype: str) -> np.dtype:
     return DTYPES[dtype]
 
 
-def _converter(rules: list[mapping.Rule], tree: Mapping, dtype: np.dtype):
+def _converter(rules: list[mapping.Rule], tree: Mapping, dtype: np.dtype,
+               constants: Mapping[str, np.ndarray]):
     by_key = {r.hf_key: r for r in rules}
 
     def produce(hf_key: str) -> np.ndarray:
+        if hf_key in constants:
+            return np.asarray(constants[hf_key]).astype(dtype)
         rule = by_key[hf_key]
         x = np.asarray(mapping.get_path(tree, rule.path))  # host copy of a device array, if any
         y = rule.to_hf(x)
@@ -166,7 +171,8 @@ def export_params(params: Mapping, config, output_dir: str | os.PathLike, *,
             bar = tqdm(total=sum(s.nbytes for s in specs), unit="B", unit_scale=True,
                        desc=f"export {name} -> {output_dir.name}")
         files = safetensors_writer.write_safetensors(
-            str(tmp), specs, _converter(rules, tree, np_dtype), max_shard_bytes,
+            str(tmp), specs,
+            _converter(rules, tree, np_dtype, spec.constant_tensors(config, part)), max_shard_bytes,
             on_tensor=(lambda s: bar.update(s.nbytes)) if bar else None)
         if bar:
             bar.close()

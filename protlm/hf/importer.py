@@ -41,7 +41,7 @@ def _check_keys(hf_dir, name: str, spec: HFSpec, config, part: str, weights: HFW
                 rules: list[mapping.Rule]) -> dict[str, str]:
     """Validates the key set; returns `{canonical key: key to read}` for canonicals absent."""
     present = set(weights.keys())
-    expected = {r.hf_key for r in rules}
+    expected = {r.hf_key for r in rules} | set(spec.constant_tensors(config, part))
     aliases = spec.tied_aliases(config, part)
     dropped = sorted(present & set(spec.dropped_keys))
     unknown = sorted(present - expected - set(aliases) - set(dropped))
@@ -71,6 +71,28 @@ def _check_ties(hf_dir, spec: HFSpec, config, part: str, weights: HFWeights,
                              "(an untied checkpoint is not supported for this config)")
 
 
+def _check_constants(hf_dir, spec: HFSpec, config, part: str, weights: HFWeights) -> None:
+    for key, value in spec.constant_tensors(config, part).items():
+        if not np.array_equal(np.asarray(weights[key], np.float32), value):
+            raise ValueError(f"{hf_dir}: {key} is not the constant protlm's model fixes (e.g. zero "
+                             "segment terms of a Transformer-XL); this checkpoint uses a part of "
+                             "the architecture protlm's model does not have")
+
+
+def _check_derived(hf_dir, rule: mapping.Rule, source_key: str, param: np.ndarray,
+                   tensor: np.ndarray) -> None:
+    """`tensor` (HF `rule.hf_key`) must be `rule`'s conversion of the param read from
+    `source_key` (exactly; to float32 rounding when the rule scales by a non power of two)."""
+    want = rule.to_hf(param).astype(np.float32)
+    got = np.asarray(tensor, np.float32)
+    exact = rule.scale == 1.0 or float(np.log2(rule.scale)).is_integer()
+    ok = np.array_equal(want, got) if exact else np.allclose(want, got, rtol=1e-6, atol=0.0)
+    if not ok:
+        raise ValueError(f"{hf_dir}: {rule.hf_key} must equal {source_key}"
+                         f"{f' x {rule.scale:g}' if rule.scale != 1.0 else ''} (protlm's model ties "
+                         f"them); max difference {float(np.max(np.abs(want - got))):.3g}")
+
+
 def params_from_hf(hf_dir: str | os.PathLike, progress: bool = True,
                    **config_overrides) -> tuple[dict, object]:
     """Reads an HF directory into an unscanned float32 numpy param tree and a protlm config.
@@ -96,13 +118,20 @@ def params_from_hf(hf_dir: str | os.PathLike, progress: bool = True,
     mapping.check_rules_cover(rules, set(mapping.flatten_paths(shapes)), f"{name} import")
     substitute = _check_keys(hf_dir, name, hf_spec, config, part, weights, rules)
     _check_ties(hf_dir, hf_spec, config, part, weights, substitute)
+    _check_constants(hf_dir, hf_spec, config, part, weights)
     params: dict = {}
+    first: dict[tuple[str, ...], str] = {}
     from tqdm import tqdm  # noqa: PLC0415
 
     for rule in tqdm(rules, desc=f"import {name} <- {os.path.basename(hf_dir.rstrip('/'))}",
                      unit="tensor", disable=not progress):
         spec = mapping.get_path(shapes, rule.path)
         tensor = weights[substitute.get(rule.hf_key, rule.hf_key)]
+        if rule.path in first:   # a second HF tensor of one param: must be its conversion
+            _check_derived(hf_dir, rule, first[rule.path], mapping.get_path(params, rule.path),
+                           tensor)
+            continue
+        first[rule.path] = rule.hf_key
         value = rule.from_hf(tensor, tuple(spec.shape)).astype(spec.dtype, copy=False)
         mapping.set_path(params, rule.path, value)
     log.info("read %d tensors from %s (%s %s)", len(rules), hf_dir, name, hf_spec.classes[part])

@@ -8,9 +8,13 @@ One `Rule` per tensor: the HF key, the flax path, and how the array changes layo
 * `heads_in`   attention q/k/v kernel `[embed, heads, kv]` <-> `[heads*kv, embed]`.
 * `heads_out`  attention output kernel `[heads, kv, embed]` <-> `[embed, heads*kv]`.
 * `flatten`    q/k/v bias `[heads, kv]` <-> `[heads*kv]`.
+* `expand`     a vector `[d]` <-> `[1, 1, d]` (XLNet's `mask_emb`).
 
 Every transform is a reshape and/or transpose, so conversions are exact in both directions
-(bit-identical round trips); dtype casts happen only at the file boundary.
+(bit-identical round trips); dtype casts happen only at the file boundary. A rule may also
+`scale` the tensor it writes (Transformer-XL's input embedding, scaled by sqrt(d_model) where the
+HF model has no scale); several rules may name one param: export writes every one, import reads
+the first and checks the others against it (`protlm.hf.importer`).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-LAYOUTS = ("copy", "transpose", "heads_in", "heads_out", "flatten")
+LAYOUTS = ("copy", "transpose", "heads_in", "heads_out", "flatten", "expand")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,10 +33,13 @@ class Rule:
     hf_key: str
     path: tuple[str, ...]
     layout: str = "copy"
+    scale: float = 1.0   # the HF tensor is the param times `scale`
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}; one of {LAYOUTS}")
+        if self.scale <= 0:
+            raise ValueError(f"{self.hf_key}: scale must be > 0, got {self.scale}")
 
     @property
     def flax_name(self) -> str:
@@ -52,12 +59,18 @@ class Rule:
         if self.layout == "heads_out":
             _check_rank(self, shape, 3)
             return (shape[2], shape[0] * shape[1])
+        if self.layout == "expand":
+            _check_rank(self, shape, 1)
+            return (1, 1) + shape
         _check_rank(self, shape, 2)  # flatten
         return (shape[0] * shape[1],)
 
     def to_hf(self, x: np.ndarray) -> np.ndarray:
-        """flax param -> HF tensor (a view where numpy can make one)."""
-        x = np.asarray(x)
+        """flax param -> HF tensor (a view where numpy can make one, unless scaled)."""
+        y = self._layout_to_hf(np.asarray(x))
+        return y if self.scale == 1.0 else y * np.asarray(self.scale, y.dtype)
+
+    def _layout_to_hf(self, x: np.ndarray) -> np.ndarray:
         if self.layout == "copy":
             return x
         if self.layout == "transpose":
@@ -66,6 +79,8 @@ class Rule:
             return x.reshape(x.shape[0], -1).T
         if self.layout == "heads_out":
             return x.reshape(-1, x.shape[-1]).T
+        if self.layout == "expand":
+            return x.reshape((1, 1) + x.shape)
         return x.reshape(-1)
 
     def from_hf(self, y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -75,15 +90,15 @@ class Rule:
         if tuple(y.shape) != expected:
             raise ValueError(f"{self.hf_key}: shape {tuple(y.shape)} does not match {expected} "
                              f"expected for {self.flax_name} {tuple(shape)} (config mismatch?)")
+        if self.scale != 1.0:
+            y = y / np.asarray(self.scale, y.dtype)
         if self.layout == "copy":
             out = y
         elif self.layout == "transpose":
             out = y.T
-        elif self.layout == "heads_in":
+        elif self.layout in ("heads_in", "heads_out"):
             out = y.T.reshape(shape)
-        elif self.layout == "heads_out":
-            out = y.T.reshape(shape)
-        else:
+        else:   # flatten, expand
             out = y.reshape(shape)
         return np.ascontiguousarray(out)
 

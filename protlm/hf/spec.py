@@ -26,6 +26,11 @@ def _no_check(config, part: str) -> None:
     del config, part
 
 
+def _no_constants(config, part: str) -> dict[str, np.ndarray]:
+    del config, part
+    return {}
+
+
 @dataclasses.dataclass(frozen=True)
 class HFSpec:
     """Per-family Hugging Face conversion.
@@ -51,6 +56,9 @@ class HFSpec:
       check_export: `(config, part) -> None`, raising when the export would not be exact.
       recognizes: `(config.json dict) -> bool` for config files without `model_type` (Rostlab's
         ALBERT); None = only by `model_type`.
+      constant_tensors: `(config, part) -> {hf_key: array}` of tensors the HF class has and the
+        protlm model fixes (Transformer-XL exported as XLNet: zero segment terms); export writes
+        them, import requires them unchanged.
     """
 
     model_types: tuple[str, ...]
@@ -69,6 +77,7 @@ class HFSpec:
     select_params: Callable[[Mapping, str], Mapping] | None = None
     check_export: Callable[[object, str], None] = _no_check
     recognizes: Callable[[Mapping], bool] | None = None
+    constant_tensors: Callable[..., dict[str, np.ndarray]] = _no_constants
 
     @property
     def default_part(self) -> str:

@@ -4,11 +4,14 @@ Handles the layouts Rostlab and transformers write: `model.safetensors`,
 `model.safetensors.index.json` + shards, `pytorch_model.bin`, `pytorch_model.bin.index.json` + shards,
 in float32, float16 or bfloat16. safetensors files are opened lazily with the `safetensors` library
 (numpy framework, no torch needed); `.bin` files need torch and are memory-mapped when possible.
+They are read with `weights_only=True` only: a file torch's safe loader refuses is reported as
+unreadable (`CorruptWeightsError`, naming the file), never loaded with code execution allowed.
 """
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -17,6 +20,19 @@ SAFE_SINGLE = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
 BIN_SINGLE = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
+
+
+class CorruptWeightsError(ValueError):
+    """A weights file that cannot be read (truncated, damaged, not the format its name says)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    """The cause in one line, without torch's advice to disable its safe loader."""
+    text = str(exc).strip()
+    if "weights_only" in text or "Weights only load failed" in text:
+        return "it holds objects other than tensors, which the safe loader does not run"
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line.split(". This is an internal")[0]
 
 
 def _torch_to_numpy(tensor) -> np.ndarray:
@@ -78,7 +94,14 @@ class HFWeights:
         if file not in self._safe_handles:
             from safetensors import safe_open  # noqa: PLC0415
 
-            self._safe_handles[file] = safe_open(os.path.join(self.hf_dir, file), framework="numpy")
+            path = os.path.join(self.hf_dir, file)
+            try:
+                self._safe_handles[file] = safe_open(path, framework="numpy")
+            except Exception as e:  # safetensors raises its own SafetensorError (not an OSError)
+                if isinstance(e, FileNotFoundError):
+                    raise
+                raise CorruptWeightsError(f"{path}: not a readable safetensors file ({_first_line(e)}); "
+                                          "download or export it again") from None
         return self._safe_handles[file]
 
     def _bin(self, file: str) -> dict:
@@ -89,10 +112,23 @@ class HFWeights:
                 raise ImportError(f"{self.hf_dir}/{file}: reading pytorch_model.bin needs torch "
                                   "(pip install 'protlm[hf]'), or convert it to safetensors") from e
             path = os.path.join(self.hf_dir, file)
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
-                state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings(record=True) as caught:   # re-issued when the file is good
+                warnings.simplefilter("always")
+                try:
+                    try:
+                        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                    except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
+                        state = torch.load(path, map_location="cpu", weights_only=True)
+                except FileNotFoundError:
+                    raise
+                except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+                    raise CorruptWeightsError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)}); "
+                                              "download it again or use its model.safetensors") from None
+            for w in caught:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            if not isinstance(state, dict):
+                raise CorruptWeightsError(f"{path}: holds a {type(state).__name__}, not a state dict of "
+                                          "tensors; download it again or use its model.safetensors")
             self._bin_cache[file] = state
         return self._bin_cache[file]
 
@@ -112,6 +148,12 @@ class HFWeights:
             raise KeyError(f"{self.hf_dir}: no tensor named {name!r}")
         file = self._file_of[name]
         if file.endswith(".safetensors"):
-            return self._safe(file).get_tensor(name)
+            try:
+                return self._safe(file).get_tensor(name)
+            except CorruptWeightsError:
+                raise
+            except Exception as e:  # a damaged data section
+                raise CorruptWeightsError(f"{os.path.join(self.hf_dir, file)}: tensor {name!r} is unreadable "
+                                          f"({_first_line(e)}); download or export it again") from None
         return _torch_to_numpy(self._bin(file)[name])
 

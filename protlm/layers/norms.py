@@ -34,18 +34,21 @@ class RMSNorm(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """BERT LayerNorm: `(x - mean) * rsqrt(var + eps) * scale + bias`."""
+    """BERT LayerNorm: `(x - mean) * rsqrt(var + eps) * scale + bias`.
+
+    `scale_init` defaults to ones (Transformer-XL draws it from N(1, init_std)).
+    """
 
     epsilon: float = 1e-12
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    scale_init: Any = nn.initializers.ones_init()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """`[..., embed] -> [..., embed]`."""
         features = (x.shape[-1],)
-        scale = self.param("scale", _init(nn.initializers.ones_init()), features,
-                           self.param_dtype)
+        scale = self.param("scale", _init(self.scale_init), features, self.param_dtype)
         bias = self.param("bias", _init(nn.initializers.zeros_init()), features, self.param_dtype)
         x = jnp.asarray(x, jnp.float32)
         mean = jnp.mean(x, axis=-1, keepdims=True)

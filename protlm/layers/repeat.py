@@ -15,15 +15,46 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-# Remat policies by name. "none": keep every activation (no remat). "full": recompute the whole
-# layer in the backward pass. "minimal": keep matmul outputs without batch dims (t5x default).
+# Activations named with `jax.ad_checkpoint.checkpoint_name` in protlm.layers (MaxText's names).
+QKV = ("query_proj", "key_proj", "value_proj")
+MLP = ("mlpwi", "mlpwo")
+
+
+def _save(*names: str):
+    return jax.checkpoint_policies.save_only_these_names(*names)
+
+
+def _offload(*names: str):
+    """Keep nothing on device; move `names` to host memory in the forward pass, back for the
+    backward one (TPU v4 and later; MaxText `*_offloaded`)."""
+    return jax.checkpoint_policies.save_and_offload_only_these_names(
+        names_which_can_be_saved=[], names_which_can_be_offloaded=list(names),
+        offload_src="device", offload_dst="pinned_host")
+
+
+# Remat policies by name: what a layer keeps for the backward pass (everything else is
+# recomputed; the layer input is always kept). Fewer saved names = less HBM, more recompute.
+#   none     keep every activation (no remat)
+#   full     recompute the whole layer (only its input is kept)
+#   minimal  t5x default: keep matmul outputs without batch dims (projections, MLP)
+#   dots_saveable  every matmul output, attention scores included
+#   save_proj  the projections and both MLP matmuls, by name
+#   save_dot_except_mlpwi, save_dot_except_mlp, save_qkv_proj, save_out_proj,
+#   minimal_with_context: MaxText's named policies (decoders.py)
+#   minimal_offloaded, save_qkv_proj_offloaded: the same names offloaded to host memory
 REMAT_POLICIES: dict[str, Any] = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
     "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "dots_saveable": jax.checkpoint_policies.dots_saveable,
-    "save_proj": jax.checkpoint_policies.save_only_these_names(
-        "query_proj", "key_proj", "value_proj", "out_proj", "mlpwi", "mlpwo"),
+    "save_proj": _save(*QKV, "out_proj", *MLP),
+    "minimal_with_context": _save(*QKV, "out_proj", "context", *MLP),
+    "save_dot_except_mlpwi": _save(*QKV, "out_proj", "mlpwo"),
+    "save_dot_except_mlp": _save(*QKV, "out_proj"),
+    "save_qkv_proj": _save(*QKV),
+    "save_out_proj": _save("out_proj"),
+    "minimal_offloaded": _offload(*QKV, "out_proj", *MLP),
+    "save_qkv_proj_offloaded": _offload(*QKV),
 }
 
 

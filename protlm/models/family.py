@@ -89,6 +89,7 @@ class Family(abc.ABC):
       tasks: the seqio tasks producing this family's batches (the first is the default).
       hf_module: module with this family's Hugging Face conversion (`SPEC`, a
         `protlm.hf.spec.HFSpec`), imported only when asked.
+      pad_id: the vocabulary's padding id (0 everywhere but ProtXLNet's sentencepiece, 5).
     """
 
     name: ClassVar[str]
@@ -96,6 +97,7 @@ class Family(abc.ABC):
     presets: ClassVar[Mapping[str, Mapping[str, Any]]]
     tasks: ClassVar[tuple[str, ...]]
     hf_module: ClassVar[str]
+    pad_id: ClassVar[int] = 0   # the id `protlm.embed` pads token batches with
 
     # ---- model ----
     @abc.abstractmethod

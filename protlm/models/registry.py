@@ -8,13 +8,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from protlm.models import albert_family, bert_family, t5_family
+from protlm.models import albert_family, bert_family, t5_family, txl_family, xlnet_family
 from protlm.models.family import Family
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     t5_family.FAMILY,
     bert_family.FAMILY,
     albert_family.FAMILY,
+    txl_family.FAMILY,
+    xlnet_family.FAMILY,
 )}
 
 PRESETS: dict[str, str] = {}   # preset name -> family name
@@ -63,9 +65,15 @@ def family_for_hf_config(hf_config: Mapping, where: str = "config.json") -> Fami
     model_type = hf_config.get("model_type")
     specs = {name: f.hf() for name, f in FAMILIES.items()}
     if model_type is not None:
-        for name, spec in specs.items():
-            if model_type in spec.model_types:
-                return FAMILIES[name]
+        claim = [n for n, spec in specs.items() if model_type in spec.model_types]
+        found = claim
+        if len(claim) > 1:   # several families export one HF class: their `recognizes` decides
+            found = [n for n in claim if specs[n].recognizes is None or specs[n].recognizes(hf_config)]
+        if len(found) == 1:
+            return FAMILIES[found[0]]
+        if claim:
+            raise ValueError(f"{where}: model_type {model_type!r} is read by families {claim}, "
+                             f"and {len(found)} of them recognize this config ({found})")
         known = sorted(t for spec in specs.values() for t in spec.model_types)
         raise ValueError(f"{where}: model_type {model_type!r} is not supported; protlm imports "
                          f"{known}")

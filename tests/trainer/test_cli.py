@@ -40,6 +40,17 @@ def write_array_gin(tmp_path, **extra) -> str:
     return str(tmp_path / "arrays.gin")
 
 
+def test_dry_run_flags_need_each_other():
+    base = ["--gin_file=a.gin"]
+    for bad in (["--topology=v4:2x2x1"], ["--dry_run", "--num_slices=2"],
+                ["--dry_run", "--topology=v4:2x2x1", "--dry_run_devices=8"]):
+        with pytest.raises(SystemExit):
+            train.parse_flags(base + bad)
+    args = train.parse_flags(base + ["--dry_run", "--topology=v5p:4x4x4", "--num_slices=2",
+                                     "--dry_run_report=r.json"])
+    assert (args.topology, args.num_slices, args.dry_run_report) == ("v5p:4x4x4", 2, "r.json")
+
+
 def test_gin_dot_flags_become_bindings():
     args = train.parse_flags(["--gin_file=a.gin", "--gin_file=b.gin", "--gin.MODEL_DIR='x'",
                               "--gin_bindings=TRAIN_STEPS = 3", "--gin.BATCH_SIZE=4"])
