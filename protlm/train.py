@@ -201,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         if code is None:
             raise
         return code
+    return exit_code(result)
+
+
+def exit_code(result: dict) -> int:
+    """Print the dry-run summary or the non-finite stop; the process exit code of a run."""
     status = result.get("status")
     if status == "nonfinite":
         print(f"stopped: non-finite loss at step {result['step']}; the last good checkpoint is kept",

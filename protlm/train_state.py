@@ -121,7 +121,13 @@ def restore_or_init(manager, model, tx, batch_shapes, abstract, shardings, mesh,
                            params=restored["params"])
         return state.replace(step=jax.device_put(jnp.int32(step), shardings.step)), data_state
     if init_from:
-        params, cfg = checkpoints.load_params(init_from)
+        # A wrapper Model (protlm.finetune: LoRA, task heads) builds its tree from the checkpoint
+        # itself (`warm_start`); a family's Model takes the checkpoint's params as they are.
+        warm_start = getattr(model, "warm_start", None)
+        if warm_start is not None:
+            params, cfg = warm_start(init_from, batch_shapes), model.config
+        else:
+            params, cfg = checkpoints.load_params(init_from)
         if getattr(model.config, "scan_layers", False):
             params = checkpoints.scan_layout(params, scanned=True)
         want = jax.tree_util.tree_map(lambda a: (a.shape, jnp.dtype(a.dtype)), abstract.params)

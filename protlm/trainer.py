@@ -116,7 +116,8 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
           checkpoint: checkpoints.CheckpointConfig = checkpoints.CheckpointConfig(),
           evaluation: EvalConfig = EvalConfig(), accum_steps: int = 1, seed: int = 0,
           log_every: int = 100, peak_flops_per_device: Optional[float] = None,
-          prng_impl: str = "threefry2x32", dry_run_only: bool = False) -> dict:
+          prng_impl: str = "threefry2x32", dry_run_only: bool = False,
+          model: Any = None) -> dict:
     """Train (or resume training) ``model_config`` for ``train_steps`` optimizer steps.
 
     Args:
@@ -136,6 +137,10 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
         of the mesh) or ``rbg`` / ``unsafe_rbg`` (XLA's RngBitGenerator, as MaxText uses:
         cheaper masks; bits may depend on the sharding). Irrelevant without dropout.
       dry_run_only: only lower + compile the train step on abstract inputs and report memory.
+      model: the Model to train instead of ``family.model(model_config)``, e.g. a
+        ``protlm.finetune.FinetuneModel`` (LoRA, task heads) around it; it gives its own
+        ``feature_lengths``, ``tokens_per_example`` and ``flops_per_example`` (throughput) and
+        may build its warm start from ``CheckpointConfig.init_from`` (``warm_start``).
 
     Returns:
       ``{"status": "done"|"preempted"|"nonfinite"|"dry_run", "step", "train", "eval"}``.
@@ -149,7 +154,8 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
     run_checks.check_batch_size(batch_size, dict(mesh.shape), accum_steps, nproc)
     per_host = batch_size // nproc
     family = registry.get_family(model_config)
-    model, schedule = family.model(model_config), learning_rate
+    own_model = model is None      # the family's objective (else a wrapper, protlm.finetune)
+    model, schedule = (family.model(model_config) if own_model else model), learning_rate
     tx = optimizer(learning_rate=schedule)
     if dry_run_only:
         shapes = data.batch_shapes(model_config, batch_size)
@@ -172,7 +178,8 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
         cleanup.callback(stream.close)
         shapes = {k: jax.ShapeDtypeStruct((batch_size,) + np.shape(v)[1:], jnp.int32)
                   for k, v in stream.first.items()}
-        _check_batch_keys(family, model_config, shapes)
+        if own_model:
+            _check_batch_keys(family, model_config, shapes)
         abstract, shardings = state_shardings(model, tx, shapes, mesh, rules)
         state, _ = restore_or_init(manager, model, tx, shapes, abstract, shardings, mesh,
                                             rules, seed, checkpoint.init_from)
@@ -182,9 +189,10 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
         cleanup.callback(writer.close)
         preemption = _Preemption()
         cleanup.callback(preemption.restore)
-        lengths = family.feature_lengths(shapes)
-        perf = {"tokens_per_step": batch_size * model_config.tokens_per_example(lengths),
-                "flops_per_step": batch_size * float(model_config.flops_per_example(lengths)),
+        cost = model_config if own_model else model
+        lengths = (family if own_model else model).feature_lengths(shapes)
+        perf = {"tokens_per_step": batch_size * cost.tokens_per_example(lengths),
+                "flops_per_step": batch_size * float(cost.flops_per_example(lengths)),
                 "devices": mesh.size,
                 "peak": peak_flops_per_device
                 or metrics_lib.peak_flops_per_device(jax.devices()[0].device_kind)}

@@ -5,6 +5,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -26,3 +27,12 @@ def popen(args: list[str], devices: int = 1, log_path=None) -> subprocess.Popen:
 def run(args: list[str], devices: int = 1, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env(devices),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Poll `predicate()` until true; fail if `proc` ends first or `timeout` passes."""
+    t0 = time.time()
+    while not predicate():
+        assert proc.poll() is None, f"process ended early with {proc.returncode}"
+        assert time.time() - t0 < timeout, "timed out"
+        time.sleep(0.2)

@@ -1,6 +1,5 @@
 """kill -9 then rerun resumes exactly (seqio data included); SIGTERM saves then exits 0."""
 import signal
-import time
 
 import pytest
 
@@ -20,14 +19,6 @@ def _cmd(model_dir, fasta, steps):
             f"--gin.FASTA_PATTERN='{fasta}'", f"--gin.TRAIN_STEPS={steps}", *FAST]
 
 
-def _wait_for(predicate, proc, timeout=600):
-    t0 = time.time()
-    while not predicate():
-        assert proc.poll() is None, f"process ended early with {proc.returncode}"
-        assert time.time() - t0 < timeout, "timed out"
-        time.sleep(0.2)
-
-
 @pytest.fixture
 def fasta(pretraining_fasta):
     return pretraining_fasta[-1]     # the smallest part of the shared corpus
@@ -38,7 +29,7 @@ def test_kill_9_then_rerun_equals_uninterrupted(tmp_path, fasta):
     full = subproc.run(_cmd(tmp_path / "full", fasta, 10))
     assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
     proc = subproc.popen(_cmd(tmp_path / "split", fasta, 10), log_path=tmp_path / "split.log")
-    _wait_for(lambda: (checkpoints.latest_step(tmp_path / "split") or 0) >= 4, proc)
+    subproc.wait_for(lambda: (checkpoints.latest_step(tmp_path / "split") or 0) >= 4, proc)
     proc.kill()                                   # SIGKILL: no chance to save anything
     proc.wait()
     resumed = subproc.run(_cmd(tmp_path / "split", fasta, 10))
@@ -55,7 +46,7 @@ def test_sigterm_saves_then_exits_0(tmp_path, fasta):
     proc = subproc.popen(_cmd(model_dir, fasta, 100000) + ["--gin.CHECKPOINT_EVERY=100000"],
                          log_path=tmp_path / "log")
     metrics = model_dir / "metrics" / "train.jsonl"
-    _wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3, proc)
+    subproc.wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 3, proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=300) == 0, (tmp_path / "log").read_text()[-3000:]
     step = checkpoints.latest_step(model_dir)

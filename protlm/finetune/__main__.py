@@ -1,0 +1,4 @@
+from protlm import cli
+from protlm.finetune.main import main
+
+cli.run(main, "finetune")
