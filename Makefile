@@ -9,14 +9,22 @@ PYTEST_ARGS ?=
 
 .PHONY: install test test-fast demo demo-data clean
 
+# pip's own output (index warnings of the machine's pip configuration, setuptools notes) goes to
+# $(VENV)/install.log; it is shown only when an install step fails.
+INSTALL_LOG := $(VENV)/install.log
+RUN_PIP = $(PIP) install --disable-pip-version-check
+
 $(STAMP): setup.py
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	# torch first, pinned: 2.13.0 is the CPU build on local disk (a bare `torch` pulls CUDA).
-	$(PIP) install -q "torch==2.13.0"
-	# tpu: libtpu (~140 MB), for the tests that compile for TPU slices (tests/aot).
-	$(PIP) install -q -e ".[hf,dev,tpu]"
-	touch $(STAMP)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing protlm and its dependencies into $(VENV) (log: $(INSTALL_LOG))"
+	@: > $(INSTALL_LOG)
+	@$(RUN_PIP) --upgrade pip >> $(INSTALL_LOG) 2>&1 || { tail -40 $(INSTALL_LOG); exit 1; }
+	@# torch first, pinned: 2.13.0 is the CPU build on local disk (a bare `torch` pulls CUDA).
+	@$(RUN_PIP) "torch==2.13.0" >> $(INSTALL_LOG) 2>&1 || { tail -40 $(INSTALL_LOG); exit 1; }
+	@# tpu: libtpu (~140 MB), for the tests that compile for TPU slices (tests/aot).
+	@$(RUN_PIP) -e ".[hf,dev,tpu]" >> $(INSTALL_LOG) 2>&1 || { tail -40 $(INSTALL_LOG); exit 1; }
+	@touch $(STAMP)
+	@echo "installed (log: $(INSTALL_LOG))"
 
 install: $(STAMP)
 

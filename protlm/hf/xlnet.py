@@ -51,8 +51,13 @@ def from_hf_config(d: Mapping, **overrides) -> XLNetConfig:
     return XLNetConfig(**fields)
 
 
+XLNET_FIELDS = ("d_model", "n_layer", "n_head", "d_inner")
+
+
 def recognizes(d: Mapping) -> bool:
-    return d.get("attn_type", "bi") == "bi"
+    """An XLNet config.json (its own field names) with bidirectional attention (TXL exports the
+    same class with `attn_type="uni"`)."""
+    return all(k in d for k in XLNET_FIELDS) and d.get("attn_type", "bi") == "bi"
 
 
 # ------------------------------------------------------------------------------------ tokenizer
