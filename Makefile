@@ -6,6 +6,11 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat setup.py | md5sum | cut -c1-12)
 DEMO_FASTA ?= /usr/share/doc/mmseqs2/example-data/DB.fasta.gz
 PYTEST_ARGS ?=
+# Two pytest workers (pytest-xdist), one test file per worker at a time (module fixtures such as a
+# trained run stay in one process): the 2-core CI machine is otherwise idle while a test waits on a
+# subprocess or compiles single-threaded. PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 .PHONY: install test test-fast demo demo-data clean
 
@@ -42,10 +47,10 @@ demo: install demo-data
 	$(PY) -m protlm.demo --fasta "$(DEMO_FASTA)" --model_dir runs/quickstart
 
 test: install
-	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) -m pytest -q $(PYTEST_ARGS) tests
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS) tests
 
 test-fast: install
-	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) -m pytest -q -m "not slow" $(XDIST) $(PYTEST_ARGS) tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs
