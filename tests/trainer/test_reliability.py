@@ -14,7 +14,8 @@ from protlm.data.batch_sources import ArraySource
 from protlm.downstream import datasets
 from tests.trainer import helpers, subproc
 from tests.trainer.test_cli import write_array_gin
-from tests.trainer.test_resilience import FAST, _wait_for
+from tests.trainer.subproc import wait_for as _wait_for
+from tests.trainer.test_resilience import FAST
 
 
 def _fasta_cmd(model_dir, fasta, steps=100000, *extra):

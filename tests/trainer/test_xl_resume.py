@@ -6,7 +6,7 @@ import pytest
 
 from protlm import checkpoints, models, optimizers, partitioning, train_state
 from tests.trainer import helpers, subproc
-from tests.trainer.test_resilience import _wait_for
+from tests.trainer.subproc import wait_for as _wait_for
 
 SMALL = ["--gin.BATCH_SIZE=4", "--gin.EVAL_EVERY=5", "--gin.EVAL_BATCHES=2", "--gin.LOG_EVERY=1",
          "--gin.CHECKPOINT_EVERY=2", "--gin.KEEP_CHECKPOINTS=None",
