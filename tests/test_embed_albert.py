@@ -53,8 +53,8 @@ def test_exported_quickstart_albert_auto_classes_match_embed(tmp_path, quickstar
     """Acceptance: export_hf -> AutoTokenizer + AutoModel (AlbertModel) -> last_hidden_state
     without [CLS]/[SEP] == protlm.embed of the protlm checkpoint, and == protlm.embed of the
     exported directory itself (imported in-process)."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    import torch
+    import transformers
     from protlm import export_hf  # noqa: PLC0415
 
     hf_dir = tmp_path / "hf"

@@ -67,7 +67,7 @@ def test_unrepresentable_and_incomplete_configs_fail():
 
 @pytest.mark.hf
 def test_transformers_reads_the_exported_configs():
-    transformers = pytest.importorskip("transformers")
+    import transformers
     t5 = transformers.T5Config(**hf_t5.to_hf_config(models.get_config("prot_t5_xl")))
     assert (t5.d_model, t5.d_ff, t5.num_heads, t5.d_kv, t5.num_layers, t5.num_decoder_layers,
             t5.dense_act_fn, t5.is_gated_act, t5.scale_decoder_outputs) == (

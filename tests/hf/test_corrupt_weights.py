@@ -11,7 +11,7 @@ from protlm.hf import export
 
 from .conftest import init_params
 
-torch = pytest.importorskip("torch")
+import torch
 
 pytestmark = pytest.mark.hf
 

@@ -10,8 +10,8 @@ import pytest
 from protlm import models
 from protlm.hf import export, spec
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 
 pytestmark = pytest.mark.hf
 

@@ -85,7 +85,7 @@ def test_reader_errors(tmp_path):
 
 
 def test_reader_prefers_safetensors_and_reads_bin(tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
     tensors = {"x": np.arange(6, dtype=np.float32).reshape(2, 3)}
     torch.save({"x": torch.ones(2, 3, dtype=torch.bfloat16)}, tmp_path / "pytorch_model.bin")
     weights = HFWeights(str(tmp_path))

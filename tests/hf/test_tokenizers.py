@@ -23,7 +23,7 @@ def seqs(proteins) -> list[str]:
 
 
 def test_spiece_model_pieces_in_prott5_order(tmp_path, seqs):
-    spm = pytest.importorskip("sentencepiece")
+    import sentencepiece as spm
     hf_t5.write_tokenizer(str(tmp_path), T5)
     sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "spiece.model"))
     assert sp.get_piece_size() == 28
@@ -40,7 +40,7 @@ def test_hf_input_text_maps_rare_residues():
 
 @pytest.mark.hf
 def test_t5_tokenizer_from_spiece_and_from_tokenizer_json(tmp_path, seqs):
-    transformers = pytest.importorskip("transformers")
+    import transformers
     hf_t5.write_tokenizer(str(tmp_path / "spm"), T5)
     expected = pad(token_rows(T5, seqs))
     texts = [tokenizers.hf_input_text(s) for s in seqs]
@@ -63,7 +63,7 @@ def test_t5_tokenizer_from_spiece_and_from_tokenizer_json(tmp_path, seqs):
 
 @pytest.mark.hf
 def test_bert_tokenizer(tmp_path, seqs):
-    transformers = pytest.importorskip("transformers")
+    import transformers
     hf_bert.write_tokenizer(str(tmp_path), BERT)
     assert (tmp_path / "vocab.txt").read_text().split("\n")[:-1] == tokens.PROTBERT_TOKENS
     expected = pad(token_rows(BERT, seqs))

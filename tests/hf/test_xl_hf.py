@@ -25,8 +25,8 @@ from protlm.hf import xlnet as hf_xlnet
 
 from .conftest import init_params
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 
 pytestmark = pytest.mark.hf
 TOL = 1e-4
@@ -243,7 +243,7 @@ def test_full_size_names_shapes_and_counts_equal_transformers_meta(name, cls_cou
 
 def test_xlnet_tokenizer_is_rostlabs_layout(tmp_path, proteins):
     hf_xlnet.write_tokenizer(str(tmp_path))
-    spm = pytest.importorskip("sentencepiece")
+    import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "spiece.model"))
     assert [sp.id_to_piece(i) for i in range(sp.get_piece_size())][:9] == tok.PROTXLNET_SPECIALS
     assert sum(sp.id_to_piece(i).startswith("\u2581") for i in range(37)) == 20

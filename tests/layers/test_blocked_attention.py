@@ -123,8 +123,7 @@ def test_long_sequence_memory_is_linear():
                                  jax.ShapeDtypeStruct((heads, BUCKETS), jnp.float32),
                                  jax.ShapeDtypeStruct((1, length), bool)).compile()
     analysis = compiled.memory_analysis()
-    if analysis is None:
-        pytest.skip("backend gives no memory analysis")
+    assert analysis is not None, "the CPU backend gives a memory analysis"
     dense_logits = heads * length * length * 4
     assert analysis.temp_size_in_bytes < dense_logits / 20
 
