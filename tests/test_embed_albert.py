@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from protlm import embed, models, partitioning
+from protlm import embed, partitioning
 from protlm.data import tokens
 from protlm.hf import tokenizers
 from tests.test_embed import _fasta, proteins  # noqa: F401  (fixture: 20 real DeepLoc proteins)

@@ -1,7 +1,6 @@
 """protlm.embed under concurrency and wrong outputs (issue 15 items 2, 5, 14), what its command
 line prints, `--step`, and the ProtTrans-style h5 keys; tiny random ProtT5 on real DeepLoc proteins."""
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -167,7 +166,7 @@ def test_cli_prints_what_it_does_and_a_rerun_skips_all(tmp_path, tiny, deeploc):
     assert first.returncode == 0, first.stderr[-3000:]
     text = first.stdout + first.stderr
     assert "5 proteins, 0 already embedded, 5 to do" in text
-    assert f"embedded 5 proteins" in text and str(out) in text
+    assert "embedded 5 proteins" in text and str(out) in text
     second = _cli("--model", model_dir, "--fasta", fasta, "--output", out, "--per_protein")
     assert second.returncode == 0
     assert f"all 5 proteins of {fasta} are already in {out}; nothing to do" in second.stdout + second.stderr

@@ -35,7 +35,6 @@ _TASK_LENGTHS = {
 
 def _residues(task: str, batch) -> tuple[int, int]:
     """(residues, examples) in a batch, from the side that holds the full cropped source."""
-    import numpy as np  # pylint: disable=import-outside-toplevel
 
     from protlm.data import tokens as tok  # pylint: disable=import-outside-toplevel
 

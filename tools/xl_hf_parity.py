@@ -31,13 +31,11 @@ def _gin_source(model_dir: pathlib.Path):
 
 def compare(model_dir: pathlib.Path, hf_dir: pathlib.Path, segments: int, rows: int) -> dict:
     """Max |logit diff| per segment between protlm (carry) and the exported model (mems)."""
-    import flax.linen as nn  # noqa: PLC0415
-    import jax  # noqa: PLC0415
     import torch  # noqa: PLC0415
     import transformers  # noqa: PLC0415
 
     from protlm import checkpoints, models  # noqa: PLC0415
-    from protlm.hf import export  # noqa: PLC0415
+    from protlm.hf import export, recurrent_parity  # noqa: PLC0415
 
     params, config = checkpoints.load_params(model_dir)
     if not hf_dir.exists():
@@ -52,18 +50,7 @@ def compare(model_dir: pathlib.Path, hf_dir: pathlib.Path, segments: int, rows: 
     bi_data = bool(np.asarray(batches[0].get("reverse", 0)).any())
     hf = transformers.XLNetLMHeadModel.from_pretrained(hf_dir, dtype=torch.float32,
                                                        bi_data=bi_data).eval()
-    carry = nn.meta.unbox(model.init_carry(batches[0]))
-    forward = jax.jit(model.forward)
-    mems, diffs = None, []
-    for batch in batches:
-        logits, carry = forward(params, batch, carry)
-        inputs = {k: torch.as_tensor(v) for k, v in spec.torch_inputs(batch).items()
-                  if k != "labels"}
-        with torch.no_grad():
-            out = hf(**inputs, mems=mems, use_mems=True)
-        mems = out.mems
-        weights = np.asarray(batch[model.weights_key]) > 0
-        diffs.append(float(np.abs(np.asarray(logits) - out.logits.numpy())[weights].max()))
+    diffs, _, _ = recurrent_parity.segment_logit_diffs(model, spec, params, hf, batches)
     return {"model_dir": str(model_dir), "hf_dir": str(hf_dir), "family": family.name,
             "transformers": transformers.__version__, "segments": segments, "rows": rows,
             "mem_len": config.mem_len, "bi_data": bi_data, "max_abs_logit_diff_per_segment": diffs}

@@ -1,9 +1,11 @@
 """Probes trained on frozen features, as in the ProtTrans paper (flax + optax, CPU friendly).
 
-* `ResidueCNN`: the paper's two-layer CNN for per-residue secondary structure
-  (conv k=7 to 32 channels, ReLU, dropout 0.25, conv k=7 to the classes).
-* `ProteinFFN`: the feed-forward network on mean-pooled embeddings for localization and
-  membrane vs soluble (dense 32, dropout 0.25, ReLU, dense to the classes), as Light Attention's FFN.
+* `ResidueCNN` (`protlm.finetune.heads`, the fine-tuning head too): the paper's two-layer CNN for
+  per-residue secondary structure (conv k=7 to 32 channels, ReLU, dropout 0.25, conv k=7 to the
+  classes).
+* `ProteinFFN` (`protlm.finetune.heads`): the feed-forward network on mean-pooled embeddings for
+  localization and membrane vs soluble (dense 32, dropout 0.25, ReLU, dense to the classes), as
+  Light Attention's FFN.
 
 Both are trained with Adam and early stopping on a validation split (best validation accuracy kept,
 `patience` epochs without improvement stop the run). Residue batches are bucketed to a few fixed
@@ -22,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from protlm.finetune.heads import ProteinFFN, ResidueCNN
 
 log = logging.getLogger(__name__)
 
@@ -42,43 +46,6 @@ class ProbeConfig:
     tokens_per_batch: int = 4096  # residue probe: residues (padded) per batch
     batch_size: int = 64  # protein probe: proteins per batch
     seed: int = 0
-
-
-class ResidueCNN(nn.Module):
-    """Two-layer CNN over the residue axis.
-
-    Attributes:
-      num_classes: output states (3 or 8).
-    """
-
-    num_classes: int
-    hidden: int = 32
-    kernel_size: int = 7
-    dropout: float = 0.25
-
-    @nn.compact
-    def __call__(self, x: jax.Array, valid: jax.Array, deterministic: bool = True) -> jax.Array:
-        """x [B, L, D], valid [B, L] (inside the sequence) -> logits [B, L, C]."""
-        valid = valid[..., None].astype(x.dtype)  # [B, L, 1]
-        h = nn.Conv(self.hidden, (self.kernel_size,), padding="SAME", name="conv1")(x * valid)  # [B, L, H]
-        h = nn.Dropout(self.dropout)(nn.relu(h), deterministic=deterministic)
-        # Zero the padding so a protein's logits do not depend on how much padding its batch has.
-        return nn.Conv(self.num_classes, (self.kernel_size,), padding="SAME", name="conv2")(h * valid)
-
-
-class ProteinFFN(nn.Module):
-    """Dense -> dropout -> ReLU -> dense on one vector per protein."""
-
-    num_classes: int
-    hidden: int = 32
-    dropout: float = 0.25
-
-    @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-        """x [B, D] -> logits [B, C]."""
-        h = nn.Dense(self.hidden, name="hidden")(x)
-        h = nn.relu(nn.Dropout(self.dropout)(h, deterministic=deterministic))
-        return nn.Dense(self.num_classes, name="out")(h)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -223,7 +190,8 @@ class ResidueProbe:
         rng = np.random.default_rng(cfg.seed)
         key = jax.random.PRNGKey(cfg.seed)
         d = train.features[0].shape[1]
-        params = self.model.init(key, jnp.zeros((1, 8, d)), jnp.ones((1, 8), bool))["params"]
+        params = nn.meta.unbox(
+            self.model.init(key, jnp.zeros((1, 8, d)), jnp.ones((1, 8), bool))["params"])
         opt_state = optax.adam(cfg.learning_rate).init(params)
 
         lengths = [len(y) for y in train.labels]
@@ -276,7 +244,7 @@ class ProteinProbe:
         rng = np.random.default_rng(cfg.seed)
         key = jax.random.PRNGKey(cfg.seed)
         x_train = np.asarray(x_train, np.float32)
-        params = self.model.init(key, jnp.zeros((1, x_train.shape[1])))["params"]
+        params = nn.meta.unbox(self.model.init(key, jnp.zeros((1, x_train.shape[1])))["params"])
         bsz = cfg.batch_size
         state = {"opt": optax.adam(cfg.learning_rate).init(params), "key": key}
 

@@ -1,8 +1,8 @@
 """Task heads on top of an encoder's last layer (`Model.encode`): the paper's tasks.
 
 Per residue (secondary structure Q3 / Q8): `linear` (one dense layer) or `cnn` (the paper's
-two-layer CNN: conv k=7 to 32 channels, ReLU, dropout 0.25, conv k=7 to the classes, as the
-frozen-embedding probe `protlm.downstream.probes.ResidueCNN`).
+two-layer CNN: conv k=7 to 32 channels, ReLU, dropout 0.25, conv k=7 to the classes; also the
+frozen-embedding probe of `protlm.downstream.probes`).
 Per protein (localization Q10, membrane Q2): `mean` (masked mean pooling, then the paper's FFN:
 dense 32, dropout 0.25, ReLU, dense) or `light_attention` (Staerk et al. 2021: a conv gives values
 and attention logits per residue, softmax over the residues; the attention-weighted sum and the

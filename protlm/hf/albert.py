@@ -53,33 +53,27 @@ DROPPED_KEYS = (
 ALBERT_ONLY_FIELDS = ("num_hidden_groups", "inner_group_num")
 
 
-# BERT's per-tensor rule builders (one Linear = weight + bias; one LayerNorm = weight + bias).
-_linear, _layer_norm = hf_bert._linear, hf_bert._layer_norm  # pylint: disable=protected-access
+# BERT's per-tensor rule builder (one Linear = weight + bias).
+_linear = hf_bert._linear  # pylint: disable=protected-access
+
+
+# Torch module names of ALBERT's shared layer (`hf_bert.layer_rules`).
+ALBERT_LAYER_NAMES = {"query": "attention.query", "key": "attention.key",
+                      "value": "attention.value", "out": "attention.dense",
+                      "attention_layer_norm": "attention.LayerNorm", "wi": "ffn",
+                      "wo": "ffn_output", "mlp_layer_norm": "full_layer_layer_norm"}
 
 
 def rules(config: AlbertConfig, part: str = "model") -> list[Rule]:
     """All rules, in the order tensors are written (one part: AlbertForMaskedLM)."""
     del part
-    emb = ("embeddings",)
-    out = [Rule(f"albert.embeddings.{name}.weight", emb + (name, "embedding"))
-           for name in ("word_embeddings", "position_embeddings", "token_type_embeddings")]
-    out += _layer_norm("albert.embeddings.LayerNorm", emb + ("layer_norm",))
+    out = hf_bert.embedding_rules("albert")
     out += _linear("albert.encoder.embedding_hidden_mapping_in",
                    ("encoder", "embedding_hidden_mapping_in"), "transpose")
     for g in range(config.num_hidden_groups):
-        hf = f"albert.encoder.albert_layer_groups.{g}.albert_layers.0"
-        fl = ("encoder", f"layer_groups_{g}")
-        for name in ("query", "key", "value"):
-            out += _linear(f"{hf}.attention.{name}", fl + ("attention", name), "heads_in", "flatten")
-        out += _linear(f"{hf}.attention.dense", fl + ("attention", "out"), "heads_out")
-        out += _layer_norm(f"{hf}.attention.LayerNorm", fl + ("attention_layer_norm",))
-        out += _linear(f"{hf}.ffn", fl + ("mlp", "wi"), "transpose")
-        out += _linear(f"{hf}.ffn_output", fl + ("mlp", "wo"), "transpose")
-        out += _layer_norm(f"{hf}.full_layer_layer_norm", fl + ("mlp_layer_norm",))
-    out += _linear("predictions.dense", ("mlm_head", "transform"), "transpose")
-    out += _layer_norm("predictions.LayerNorm", ("mlm_head", "layer_norm"))
-    out.append(Rule("predictions.bias", ("mlm_head", "bias")))
-    return out
+        out += hf_bert.layer_rules(f"albert.encoder.albert_layer_groups.{g}.albert_layers.0",
+                                   ("encoder", f"layer_groups_{g}"), ALBERT_LAYER_NAMES)
+    return out + hf_bert.mlm_head_rules("predictions", "predictions.bias")
 
 
 def tied_aliases(config: AlbertConfig, part: str = "model") -> dict[str, str]:

@@ -50,27 +50,50 @@ def _layer_norm(hf: str, flax: tuple[str, ...]) -> list[Rule]:
     return [Rule(f"{hf}.weight", flax + ("scale",)), Rule(f"{hf}.bias", flax + ("bias",))]
 
 
+# Torch module names of one BERT-style encoder layer, by the protlm module they map to.
+BERT_LAYER_NAMES = {"query": "attention.self.query", "key": "attention.self.key",
+                    "value": "attention.self.value", "out": "attention.output.dense",
+                    "attention_layer_norm": "attention.output.LayerNorm",
+                    "wi": "intermediate.dense", "wo": "output.dense",
+                    "mlp_layer_norm": "output.LayerNorm"}
+
+
+def embedding_rules(prefix: str) -> list[Rule]:
+    """`{prefix}.embeddings.*`: word / position / token-type tables and their LayerNorm."""
+    emb = ("embeddings",)
+    out = [Rule(f"{prefix}.embeddings.{name}.weight", emb + (name, "embedding"))
+           for name in ("word_embeddings", "position_embeddings", "token_type_embeddings")]
+    return out + _layer_norm(f"{prefix}.embeddings.LayerNorm", emb + ("layer_norm",))
+
+
+def layer_rules(hf: str, fl: tuple[str, ...], names: Mapping[str, str]) -> list[Rule]:
+    """One post-LN encoder layer: torch module `{hf}.{names[m]}` <-> flax `fl` + protlm module m
+    (`BERT_LAYER_NAMES`'s keys)."""
+    out = []
+    for name in ("query", "key", "value"):
+        out += _linear(f"{hf}.{names[name]}", fl + ("attention", name), "heads_in", "flatten")
+    out += _linear(f"{hf}.{names['out']}", fl + ("attention", "out"), "heads_out")
+    out += _layer_norm(f"{hf}.{names['attention_layer_norm']}", fl + ("attention_layer_norm",))
+    out += _linear(f"{hf}.{names['wi']}", fl + ("mlp", "wi"), "transpose")
+    out += _linear(f"{hf}.{names['wo']}", fl + ("mlp", "wo"), "transpose")
+    return out + _layer_norm(f"{hf}.{names['mlp_layer_norm']}", fl + ("mlp_layer_norm",))
+
+
+def mlm_head_rules(transform: str, bias: str) -> list[Rule]:
+    """The MLM head: `{transform}.{dense,LayerNorm}` and the output bias `bias` (the decoder
+    weight is the tied word embedding)."""
+    out = _linear(f"{transform}.dense", ("mlm_head", "transform"), "transpose")
+    out += _layer_norm(f"{transform}.LayerNorm", ("mlm_head", "layer_norm"))
+    return out + [Rule(bias, ("mlm_head", "bias"))]
+
+
 def rules(config: BertConfig, part: str = "model") -> list[Rule]:
     """All rules, in the order tensors are written (one part: BertForMaskedLM)."""
     del part
-    emb = ("embeddings",)
-    out = [Rule(f"bert.embeddings.{name}.weight", emb + (name, "embedding"))
-           for name in ("word_embeddings", "position_embeddings", "token_type_embeddings")]
-    out += _layer_norm("bert.embeddings.LayerNorm", emb + ("layer_norm",))
+    out = embedding_rules("bert")
     for i in range(config.num_layers):
-        hf, fl = f"bert.encoder.layer.{i}", ("encoder", f"layers_{i}")
-        for name in ("query", "key", "value"):
-            out += _linear(f"{hf}.attention.self.{name}", fl + ("attention", name), "heads_in",
-                           "flatten")
-        out += _linear(f"{hf}.attention.output.dense", fl + ("attention", "out"), "heads_out")
-        out += _layer_norm(f"{hf}.attention.output.LayerNorm", fl + ("attention_layer_norm",))
-        out += _linear(f"{hf}.intermediate.dense", fl + ("mlp", "wi"), "transpose")
-        out += _linear(f"{hf}.output.dense", fl + ("mlp", "wo"), "transpose")
-        out += _layer_norm(f"{hf}.output.LayerNorm", fl + ("mlp_layer_norm",))
-    out += _linear("cls.predictions.transform.dense", ("mlm_head", "transform"), "transpose")
-    out += _layer_norm("cls.predictions.transform.LayerNorm", ("mlm_head", "layer_norm"))
-    out.append(Rule("cls.predictions.bias", ("mlm_head", "bias")))
-    return out
+        out += layer_rules(f"bert.encoder.layer.{i}", ("encoder", f"layers_{i}"), BERT_LAYER_NAMES)
+    return out + mlm_head_rules("cls.predictions.transform", "cls.predictions.bias")
 
 
 def tied_aliases(config: BertConfig, part: str = "model") -> dict[str, str]:

@@ -8,7 +8,6 @@ Inputs: residues separated by single spaces, rare residues (U Z O B) mapped to X
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 
 from protlm.data import tokens

@@ -9,10 +9,6 @@ Rostlab's ProtAlbert notebooks do.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
-
 from protlm.data import tokens as tok
 from protlm.models import albert
 from protlm.models.bert_family import BertFamily
@@ -31,15 +27,9 @@ class AlbertFamily(BertFamily):
     def model(self, config):
         return MaskedLMModel(config, albert.AlbertForMaskedLM(config), tok.PROTALBERT_MASK_ID)
 
-    def array_batch(self, sequences: Sequence[str], lengths, seed: int = 0):
-        from protlm.data import arrays  # noqa: PLC0415
-
-        return arrays.albert_batch(sequences, int(lengths["inputs"]), seed)
-
-    def tokenize(self, sequence: str) -> tuple[np.ndarray, int]:
-        ids = np.concatenate([[tok.PROTALBERT_CLS_ID], tok.encode_protalbert(sequence),
-                              [tok.PROTALBERT_SEP_ID]])
-        return ids.astype(np.int32), 1
+    cls_id, sep_id = tok.PROTALBERT_CLS_ID, tok.PROTALBERT_SEP_ID
+    encode_residues = staticmethod(tok.encode_protalbert)
+    array_batch_fn = "albert_batch"
 
 
 FAMILY = AlbertFamily()

@@ -46,14 +46,18 @@ class BertFamily(Family):
     def feature_lengths(self, batch_shapes: Mapping) -> dict[str, int]:
         return {"inputs": int(np.shape(batch_shapes["encoder_input_tokens"])[1])}
 
+    # The vocabulary: [CLS] residues [SEP] rows and the MLM batch builder of `protlm.data.arrays`.
+    cls_id, sep_id = tok.PROTBERT_CLS_ID, tok.PROTBERT_SEP_ID
+    encode_residues = staticmethod(tok.encode_protbert)
+    array_batch_fn = "bert_batch"
+
     def array_batch(self, sequences: Sequence[str], lengths, seed: int = 0):
         from protlm.data import arrays  # noqa: PLC0415
 
-        return arrays.bert_batch(sequences, int(lengths["inputs"]), seed)
+        return getattr(arrays, self.array_batch_fn)(sequences, int(lengths["inputs"]), seed)
 
     def tokenize(self, sequence: str) -> tuple[np.ndarray, int]:
-        ids = np.concatenate([[tok.PROTBERT_CLS_ID], tok.encode_protbert(sequence),
-                              [tok.PROTBERT_SEP_ID]])
+        ids = np.concatenate([[self.cls_id], self.encode_residues(sequence), [self.sep_id]])
         return ids.astype(np.int32), 1
 
 

@@ -20,7 +20,7 @@ from protlm import models
 from protlm.data import plm
 from protlm.data import tokens as tok
 from protlm.data.streams import ProteinStreams
-from protlm.hf import export, importer, spec as hf_spec
+from protlm.hf import export, importer, recurrent_parity, spec as hf_spec
 from protlm.hf import xlnet as hf_xlnet
 
 from .conftest import init_params
@@ -99,18 +99,9 @@ def check_roundtrip(path, config, params):
 def check_two_segments(config, params, hf, batches, label):
     """protlm with its carried memory == transformers with `mems`, segment 1 then 2."""
     model = models.get_model(config)
-    spec = models.get_family(config).hf()
-    carry = nn.meta.unbox(model.init_carry(batches[0]))
-    mems, worst = None, 0.0
-    for batch in batches:
-        logits, carry = jax.jit(model.forward)(params, batch, carry)
-        inputs = {k: torch.as_tensor(v) for k, v in spec.torch_inputs(batch).items()
-                  if k != "labels"}
-        with torch.no_grad():
-            out = hf(**inputs, mems=mems, use_mems=True)
-        mems = out.mems
-        weights = np.asarray(batch[model.weights_key]) > 0
-        worst = max(worst, float(np.abs(np.asarray(logits) - out.logits.numpy())[weights].max()))
+    diffs, carry, mems = recurrent_parity.segment_logit_diffs(
+        model, models.get_family(config).hf(), params, hf, batches)
+    worst = max(diffs)
     print(f"{label}: two segments with memory, max |logit diff| {worst:.2e}")
     assert worst <= TOL
     assert mems[0].shape[0] == int(carry["valid"].min()) > 0   # the same memory on both sides

@@ -37,6 +37,37 @@ def key(seed: int = 0):
     return jax.random.key(seed, impl="rbg")
 
 
+def perturbed(params, scale: float = 0.05, seed: int = 1):
+    """`params` moved off their init by Gaussian noise (zero biases would hide layout errors)."""
+    import jax
+
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_unflatten(
+        tree, [x + scale * rng.standard_normal(x.shape).astype(np.float32) for x in leaves])
+
+
+def assert_logical_names(tree) -> list:
+    """Every leaf of a boxed tree carries one logical axis name (a str) per dimension.
+
+    Returns:
+      [(keystr path, LogicallyPartitioned leaf)] for further checks.
+    """
+    import flax.linen as nn
+    import jax
+
+    leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    assert leaves
+    out = []
+    for path, leaf in leaves:
+        where = jax.tree_util.keystr(path)
+        assert isinstance(leaf, nn.LogicallyPartitioned), where
+        assert len(leaf.names) == len(leaf.value.shape), where
+        assert all(isinstance(n, str) for n in leaf.names), where
+        out.append((where, leaf))
+    return out
+
+
 def _tiny(name: str, batch: dict):
     import flax.linen as nn
     import jax

@@ -9,6 +9,7 @@ import transformers
 import protlm.models as M
 from protlm.hf import spec as hf_spec
 from protlm.models import t5
+from tests.models.conftest import assert_logical_names
 
 # transformers 5.x, meta device (see PROTTRANS_FACTS.md section 1).
 EXPECTED = {"prot_t5_xl": 2_818_830_336, "prot_t5_xxl": 11_274_553_344, "prot_bert": 419_933_214}
@@ -86,12 +87,5 @@ def test_every_leaf_has_logical_names():
     for name in ("prot_t5_tiny", "prot_bert_tiny"):
         for scan in (False, True):
             tree = abstract_params(M.get_config(name, scan_layers=scan))
-            leaves = jax.tree_util.tree_leaves_with_path(
-                tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
-            assert leaves
-            for path, leaf in leaves:
-                where = jax.tree_util.keystr(path)
-                assert isinstance(leaf, nn.LogicallyPartitioned), where
-                assert len(leaf.names) == len(leaf.value.shape), where
-                assert all(isinstance(n, str) for n in leaf.names), where
+            for where, leaf in assert_logical_names(tree):
                 assert (leaf.names[0] == "layers") == ("['layers']" in where), where

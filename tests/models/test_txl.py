@@ -11,7 +11,7 @@ from protlm.data import causal_lm
 from protlm.data import tokens as tok
 from protlm.models import txl
 from tests.models import xl_reference
-from tests.models.conftest import key
+from tests.models.conftest import key, perturbed
 
 SEQS = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", "MSTNPKPQRKTKRNTNRRPQDVKFPGGGQIVGG",
         "MAXUKLLLLAAAGGGQQQWWERTY"]
@@ -23,11 +23,7 @@ def tiny():
     model = M.get_model(cfg)
     batch = causal_lm.single_protein_rows(SEQS, 8)
     params = nn.meta.unbox(jax.jit(model.init)(key(0), batch)["params"])
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    rng = np.random.default_rng(1)
-    params = jax.tree_util.tree_unflatten(
-        tree, [x + 0.05 * rng.standard_normal(x.shape).astype(np.float32) for x in leaves])
-    return cfg, model, params
+    return cfg, model, perturbed(params)
 
 
 def _segments(length: int, count: int) -> list[dict]:

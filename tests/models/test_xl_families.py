@@ -12,7 +12,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 import protlm.models as M
 from protlm import partitioning as P
 from protlm.models import scan_utils
-from tests.models.conftest import key
+from tests.models.conftest import assert_logical_names, key
 
 SEQS = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", "MSTNPKPQRKTKRNTNRRPQDVKFPGGGQIVGG",
         "MAXUKLLLLAAAGGGQQQWWERTY", "MKVLLAGHHHHHHDEFGIKLMNPQRSTVWY"] * 2
@@ -33,14 +33,7 @@ def test_every_param_and_the_carry_have_logical_names(name, scan):
     tree = jax.eval_shape(model.init, key(0), shapes)["params"]
     carry = jax.eval_shape(lambda: model.init_carry(shapes))
     for t in (tree, carry):
-        leaves = jax.tree_util.tree_leaves_with_path(
-            t, is_leaf=lambda x: isinstance(x, nn.Partitioned))
-        assert leaves
-        for path, leaf in leaves:
-            where = jax.tree_util.keystr(path)
-            assert isinstance(leaf, nn.LogicallyPartitioned), where
-            assert len(leaf.names) == len(leaf.value.shape), where
-            assert all(isinstance(n, str) for n in leaf.names), where
+        assert_logical_names(t)
     assert nn.get_partition_spec(carry)["mems"] == PartitionSpec("batch", "layers", "length", "embed")
 
 

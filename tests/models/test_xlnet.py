@@ -11,7 +11,7 @@ from protlm.data import tokens as tok
 from protlm.data.streams import ProteinStreams
 from protlm.models import xlnet
 from tests.models import xl_reference
-from tests.models.conftest import key
+from tests.models.conftest import key, perturbed
 
 SEQS = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", "MSTNPKPQRKTKRNTNRRPQDVKFPGGGQIVGG",
         "MAXUKLLLLAAAGGGQQQWWERTY", "MKVLLAGHHHHHHDEFGIKLMNPQRSTVWY"]
@@ -22,12 +22,7 @@ def _tiny(**over):
     model = M.get_model(cfg)
     batch = _batch(cfg)
     params = nn.meta.unbox(jax.jit(model.init)(key(0), batch)["params"])
-    # move every param off its init (zero biases would hide layout errors)
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    rng = np.random.default_rng(1)
-    params = jax.tree_util.tree_unflatten(
-        tree, [x + 0.05 * rng.standard_normal(x.shape).astype(np.float32) for x in leaves])
-    return cfg, model, params
+    return cfg, model, perturbed(params)
 
 
 @pytest.fixture(scope="module")
