@@ -63,12 +63,15 @@ class TXLConfig(XLConfig):
     def param_counts(self) -> dict[str, int]:
         """protlm's count; the transformers export (`XLNetLMHeadModel`, attn_type "uni") adds
         the zero segment terms and `mask_emb` and stores the scaled input embedding apart from
-        the output weight (see `protlm.hf.txl`)."""
+        the output weight (see `protlm.hf.txl`). A model whose heads x head_dim != hidden_size
+        (ProtTXL-BFD: 14 x 128 != 1024) has no transformers class and no such count."""
         v, d, nh = self.vocab_size, self.hidden_size, self.num_heads * self.head_dim
-        per_layer_hf = 5 * d * nh + 3 * nh + 2 * nh + 2 * d + 2 * d * self.intermediate_size \
-            + self.intermediate_size + d + 2 * d
-        return {"total": self.num_params(),
-                "XLNetLMHeadModel": 2 * v * d + v + d + self.num_layers * per_layer_hf}
+        counts = {"total": self.num_params()}
+        if nh == d:
+            per_layer_hf = 5 * d * nh + 3 * nh + 2 * nh + 2 * d + 2 * d * self.intermediate_size \
+                + self.intermediate_size + d + 2 * d
+            counts["XLNetLMHeadModel"] = 2 * v * d + v + d + self.num_layers * per_layer_hf
+        return counts
 
 
 def causal_mask(tokens: jax.Array, mem_valid: jax.Array | None, mem_len: int,

@@ -59,7 +59,9 @@ def _forward(config, params, part, tokens):
 def test_both_parts_match_transformers_and_round_trip(name, overrides, proteins, tmp_path):
     tokens = pad(token_rows(models.get_config(name), proteins))
     mask = tokens > 0
-    for trained in (False, True):
+    # Trained (20 steps) for the tiny presets; the small pair from its random init (layout at a
+    # realistic width; training it doubles the test for nothing the tiny cases miss).
+    for trained in (False, True) if name == "prot_electra_tiny" else (False,):
         config, params = _params(name, trained, tuple(proteins), **dict(overrides))
         for part in PARTS:
             out = export.export_params(params, config, tmp_path / f"{trained}_{part}", part=part,

@@ -83,10 +83,12 @@ def _check(name, config, params, seqs, out_dir, forward):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_export_matches_transformers(name, proteins, tmp_path):
-    """Random init, then after 20 training steps: same forward, same ids, exact round trip."""
+    """Random init, then (tiny presets) after 20 training steps: same forward, same ids, exact
+    round trip. The small presets check the layout at a realistic width from their random init;
+    weights off their init are the tiny cases' job (training a small preset doubles the file)."""
     model = models.get_model(models.get_config(name, dtype="float32"))
     forward = jax.jit(lambda p, b: (model.encode(p, b["encoder_input_tokens"]), model.logits(p, b)))
-    for trained in (False, True):
+    for trained in (False, True) if name.endswith("_tiny") else (False,):
         config, params = _params(name, trained, tuple(proteins))
         label = f"{name} {'trained' if trained else 'init'}"
         _check(label, config, params, proteins, tmp_path / label.replace(" ", "_"), forward)

@@ -10,12 +10,12 @@ from protlm.models import summary
 @pytest.mark.parametrize("name,count,hf_count", [
     ("prot_xlnet", 409_413_669, 409_413_669),      # == transformers 5 XLNetLMHeadModel (meta)
     ("prot_txl", 409_251_868, 409_433_116),        # export adds zero segment terms + lm_loss
-    ("prot_txl_bfd", 562_363_932, 562_676_764)])
+    ("prot_txl_bfd", 562_363_932, None)])           # 14 heads x 128 != 1024: no XLNetConfig
 def test_summary_counts(capsys, name, count, hf_count):
     summary.main(["--model", name, "--json"])
     s = json.loads(capsys.readouterr().out)
     assert s["num_params"] == count == sum(s["modules"].values())
-    assert s["param_counts"]["XLNetLMHeadModel"] == hf_count
+    assert s["param_counts"].get("XLNetLMHeadModel") == hf_count
     assert s["flops_per_token"] == pytest.approx(s["flops_per_example"] / 512)
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from protlm import models
 from protlm.data import tokens as tok
+from tests.conftest import TEST_XLA_FLAGS
 
 TOOLS = pathlib.Path(__file__).resolve().parents[2] / "tools"
 
@@ -96,7 +97,7 @@ def test_peak_rss_is_reported():
 
 
 def _run(tool, *args, timeout=900):
-    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=TEST_XLA_FLAGS, JAX_PLATFORMS="cpu")   # one CPU device
     proc = subprocess.run([sys.executable, str(TOOLS / f"{tool}.py"), *args], capture_output=True,
                           text=True, timeout=timeout, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -7,13 +7,15 @@ import subprocess
 import sys
 import time
 
+from tests.conftest import TEST_XLA_FLAGS
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def env(devices: int = 1) -> dict:
     e = dict(os.environ)
     e.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}",
              PYTHONPATH=str(REPO) + os.pathsep + e.get("PYTHONPATH", ""))
     return e
 

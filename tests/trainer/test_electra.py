@@ -7,12 +7,8 @@ import numpy as np
 import pytest
 
 from protlm import partitioning
-from tests.trainer import helpers, subproc
+from tests.trainer import helpers, subproc, test_trainer
 
-MESHES = {
-    "data4_model2": partitioning.PartitionConfig(data=4, model=2),
-    "fsdp8": partitioning.PartitionConfig(data=1, fsdp=8, rules="fsdp"),
-}
 
 
 def _train_log(model_dir) -> list[dict]:
@@ -27,7 +23,7 @@ def test_losses_do_not_depend_on_the_mesh_and_metrics_are_logged(tmp_path):
     assert len(base) == 5 and base[-1]["objective"] < base[0]["objective"]
     assert {"discriminator_accuracy", "unreplaced_share", "discriminator_loss"} <= set(base[0])
     assert ref["eval"]["masked_residue_loss"] > 0 and 0 < ref["eval"]["unreplaced_share"] < 1
-    for name, partition in MESHES.items():
+    for name, partition in test_trainer.MIXED_MESH.items():
         helpers.run(tmp_path / name, "prot_electra_tiny", partition=partition)
         got = _train_log(tmp_path / name)
         for key in ("objective", "loss", "discriminator_loss"):
