@@ -47,10 +47,10 @@ demo: install demo-data
 	$(PY) -m protlm.demo --fasta "$(DEMO_FASTA)" --model_dir runs/quickstart
 
 test: install
-	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS) tests
 
 test-fast: install
-	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) -m pytest -q -m "not slow" $(XDIST) $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q -m "not slow" $(XDIST) $(PYTEST_ARGS) tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info runs
