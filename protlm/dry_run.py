@@ -17,7 +17,6 @@ import numpy as np
 
 from protlm import partitioning, train_state, train_step
 from protlm.aot import report as aot_report
-from protlm.models import registry
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +30,12 @@ def bytes_per_device(abstract_tree) -> int:
     return total
 
 
-def dry_run(model, tx, schedule, batch_shapes: Mapping, mesh, rules, accum_steps: int = 1,
-            prng_impl: str = "threefry2x32") -> dict:
+def dry_run(model, tx, schedule, batch_shapes: Mapping, mesh, rules, flops_per_step: float,
+            accum_steps: int = 1, prng_impl: str = "threefry2x32") -> dict:
     """Lower and compile the train step for abstract inputs; no weights are allocated.
+
+    `flops_per_step` is the model's FLOPs for the whole batch (the trainer's throughput basis:
+    the family's count, or a fine-tuning wrapper's own), the numerator of the TPU MFU bound.
 
     Returns:
       A report: parameter count, per-device bytes of params and optimizer state (from
@@ -62,10 +64,7 @@ def dry_run(model, tx, schedule, batch_shapes: Mapping, mesh, rules, accum_steps
         "scan_layers": getattr(model.config, "scan_layers", None),
     }
     if aot_report.is_tpu_mesh(mesh):   # the TPU compiler: HBM verdict and roofline bound
-        lengths = registry.get_family(model.config).feature_lengths(batch_shapes)
-        batch = next(iter(batch_shapes.values())).shape[0]
-        flops = batch * float(model.config.flops_per_example(lengths))
-        return aot_report.tpu_report(lowered, mesh, flops, report)
+        return aot_report.tpu_report(lowered, mesh, flops_per_step, report)
     compiled = lowered.compile()
     report["compile_seconds"] = time.perf_counter() - t1
     mem = compiled.memory_analysis()

@@ -157,10 +157,22 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
     own_model = model is None      # the family's objective (else a wrapper, protlm.finetune)
     model, schedule = (family.model(model_config) if own_model else model), learning_rate
     tx = optimizer(learning_rate=schedule)
+    cost = model_config if own_model else model   # the throughput basis (a wrapper gives its own)
+
+    def feature_lengths(shapes) -> dict[str, int]:
+        return (family if own_model else model).feature_lengths(shapes)
+
+    def step_cost(shapes) -> tuple[int, float]:
+        """(tokens, model FLOPs) of one step of `batch_size` examples of these batch shapes."""
+        lengths = feature_lengths(shapes)
+        return (batch_size * cost.tokens_per_example(lengths),
+                batch_size * float(cost.flops_per_example(lengths)))
+
     if dry_run_only:
         shapes = data.batch_shapes(model_config, batch_size)
         return {"status": "dry_run", **dry_run_lib.dry_run(model, tx, schedule, shapes, mesh, rules,
-                                                           accum_steps, prng_impl)}
+                                                           step_cost(shapes)[1], accum_steps,
+                                                           prng_impl)}
 
     started = time.time()
     with contextlib.ExitStack() as cleanup:
@@ -189,10 +201,8 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
         cleanup.callback(writer.close)
         preemption = _Preemption()
         cleanup.callback(preemption.restore)
-        cost = model_config if own_model else model
-        lengths = (family if own_model else model).feature_lengths(shapes)
-        perf = {"tokens_per_step": batch_size * cost.tokens_per_example(lengths),
-                "flops_per_step": batch_size * float(cost.flops_per_example(lengths)),
+        tokens_per_step, flops_per_step = step_cost(shapes)
+        perf = {"tokens_per_step": tokens_per_step, "flops_per_step": flops_per_step,
                 "devices": mesh.size,
                 "peak": peak_flops_per_device
                 or metrics_lib.peak_flops_per_device(jax.devices()[0].device_kind)}
@@ -200,7 +210,7 @@ def train(*, model_dir: str, model_config: Any, data: BatchSource, train_steps: 
                  family.name, sum(np.prod(p.shape) for p in
                                                   jax.tree_util.tree_leaves(abstract.params)) / 1e6,
                  dict(mesh.shape), int(jax.device_get(state.step)), train_steps, batch_size,
-                 lengths)
+                 feature_lengths(shapes))
         step_fn = compile_train_step(model, tx, schedule, shardings, mesh, rules, accum_steps)
         eval_fn = jax.jit(make_eval_step(model), in_shardings=(
             shardings.params, batch_sharding(mesh), shardings.carry))

@@ -126,3 +126,27 @@ def test_cli_too_large_batch_does_not_fit(libtpu, tmp_path):
     assert "DOES NOT FIT" in proc.stdout
     mem = json.loads((tmp_path / "r.json").read_text())["memory"]
     assert not mem["fits"] and mem["total_bytes"] > mem["hbm_usable_bytes"]
+
+
+def test_finetune_dry_run_on_a_slice_uses_the_wrappers_flops(libtpu, tmp_path):
+    """A fine-tuning run (gin/runs/finetune.gin, a task head) compiles for a TPU slice; the MFU
+    bound's model FLOPs are the fine-tuning model's own (LoRA 4N per token, full 6N), not the
+    pretraining objective's (the fine-tuning batch has no decoder features)."""
+    reports = {}
+    for mode in ("full", "lora"):
+        path = tmp_path / f"{mode}.json"
+        proc = subproc.run(["protlm.train", "--gin_file=gin/runs/finetune.gin",
+                            "--gin_file=gin/models/prot_t5_tiny.gin", "--gin.INIT_CHECKPOINT=None",
+                            "--gin.TRAIN_STEPS=10", f"--gin.MODEL_DIR='{tmp_path / mode}'",
+                            f"--gin.MODE='{mode}'", "--gin.MAX_LENGTH=64", "--gin.BATCH_SIZE=8",
+                            "--dry_run", "--topology=v4:2x2x1", f"--dry_run_report={path}"],
+                           timeout=300)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        reports[mode] = json.loads(path.read_text())
+    full, lora = reports["full"], reports["lora"]
+    assert full["memory"]["fits"] and lora["memory"]["fits"]
+    assert lora["counts"]["model_flops"] / full["counts"]["model_flops"] == pytest.approx(4 / 6)
+    # tiny model: the CNN head (trained in both modes) is a large share of what LoRA keeps
+    assert lora["memory"]["opt_state_bytes"] < full["memory"]["opt_state_bytes"] / 2
+    assert list(full["batch_shapes"]) == list(lora["batch_shapes"])
+    assert "decoder_target_tokens" not in full["batch_shapes"]
