@@ -7,7 +7,8 @@ import tempfile
 
 # The suite compiles far more than it computes (tiny models, a few steps each): XLA's CPU backend
 # at optimization level 0 compiles about a third faster (the same HLO programs, fewer LLVM
-# passes; every tolerance of the suite holds); `tests/trainer/subproc.py` passes them to `python -m protlm.*`.
+# passes; every tolerance of the suite holds); `tests/trainer/subproc.py` passes them to the
+# `python -m protlm.*` runs the tests start.
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
