@@ -87,7 +87,7 @@ def missing_segment_terms(config: XLConfig) -> dict[str, np.ndarray]:
 
 def check_heads(config: XLConfig) -> None:
     """transformers' XLNetConfig requires `d_head == d_model // n_head`."""
-    if config.num_heads * config.head_dim != config.hidden_size:
+    if not config.heads_span_hidden:
         raise ValueError(
             f"{config.num_heads} heads x {config.head_dim} != d_model {config.hidden_size}: "
             "transformers' XLNetConfig requires d_head = d_model / n_head, so this model has no "

@@ -67,7 +67,7 @@ class TXLConfig(XLConfig):
         (ProtTXL-BFD: 14 x 128 != 1024) has no transformers class and no such count."""
         v, d, nh = self.vocab_size, self.hidden_size, self.num_heads * self.head_dim
         counts = {"total": self.num_params()}
-        if nh == d:
+        if self.heads_span_hidden:
             per_layer_hf = 5 * d * nh + 3 * nh + 2 * nh + 2 * d + 2 * d * self.intermediate_size \
                 + self.intermediate_size + d + 2 * d
             counts["XLNetLMHeadModel"] = 2 * v * d + v + d + self.num_layers * per_layer_hf

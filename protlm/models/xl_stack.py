@@ -107,6 +107,12 @@ class XLConfig(ModelConfig):
     def activation_dtype(self):
         return jnp.dtype(self.dtype)
 
+    @property
+    def heads_span_hidden(self) -> bool:
+        """num_heads x head_dim == hidden_size: what transformers' XLNetConfig can express
+        (Transformer-XL allows other head widths, e.g. ProtTXL-BFD's 14 x 128 on 1024)."""
+        return self.num_heads * self.head_dim == self.hidden_size
+
     # ---- sizes ----
     def _bias_params(self) -> int:
         """r_w_bias, r_r_bias (and r_s_bias) of one layer (or of the tied set)."""
