@@ -28,6 +28,12 @@ $(STAMP): setup.py
 	@$(RUN_PIP) "torch==2.13.0" >> $(INSTALL_LOG) 2>&1 || { tail -40 $(INSTALL_LOG); exit 1; }
 	@# tpu: libtpu (~140 MB), for the tests that compile for TPU slices (tests/aot).
 	@$(RUN_PIP) -e ".[hf,dev,tpu]" >> $(INSTALL_LOG) 2>&1 || { tail -40 $(INSTALL_LOG); exit 1; }
+	@# cuda_aot: jax's CUDA compiler plugin (~480 MB, no CUDA libraries) for the tests that compile
+	@# for GPUs without one (tests/aot/test_gpu_compile.py). Kept off the default path: without a
+	@# GPU the plugin logs a driver probe whenever jax starts.
+	@rm -rf $(VENV)/cuda_aot && V=$$($(PY) -c "import importlib.metadata as m; print(m.version('jaxlib'))") && \
+	  $(RUN_PIP) --no-deps --target $(VENV)/cuda_aot "jax-cuda12-plugin==$$V" "jax-cuda12-pjrt==$$V" \
+	  >> $(INSTALL_LOG) 2>&1 || { tail -40 $(INSTALL_LOG); exit 1; }
 	@touch $(STAMP)
 	@echo "installed (log: $(INSTALL_LOG))"
 

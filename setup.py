@@ -52,6 +52,8 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["protlm", "protlm.*", "tasks", "tasks.*"]),
     include_package_data=True,
+    # XLA:GPU target configs of `--dry_run --topology=h100:N` (protlm.aot.topology).
+    package_data={"protlm.aot": ["gpu_targets/*.txtpb"]},
     install_requires=CORE + DATA + EVAL,
     # tpu: Google's libtpu, matched to the installed jax by jax's own extra. Needed on TPU VMs
     # and for `--dry_run --topology=...` (compiling for a TPU slice on any machine).

@@ -3,7 +3,8 @@
 `python -m protlm.train --dry_run` reports per-device memory of the params and optimizer state
 (from their shardings) and XLA's memory analysis of the compiled step. On a mesh of TPU devices
 (`--topology`, `protlm.aot.topology`) the TPU compiler runs instead and the report adds the
-HBM verdict and the roofline bound (`protlm.aot.report`).
+HBM verdict and the roofline bound (`protlm.aot.report`); on GPU devices (attached, or a
+`--topology=h100:N` host compiled by XLA:GPU without the GPUs) it adds the memory verdict.
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def dry_run(model, tx, schedule, batch_shapes: Mapping, mesh, rules, flops_per_s
     Returns:
       A report: parameter count, per-device bytes of params and optimizer state (from
       their shardings) and XLA's per-device memory analysis of the compiled step; for TPU
-      meshes the fields of `protlm.aot.report.tpu_report` instead of the latter.
+      meshes the fields of `protlm.aot.report.tpu_report` instead of the latter, for GPU
+      meshes those of `protlm.aot.report.gpu_report`.
     """
     abstract, shardings = train_state.state_shardings(model, tx, batch_shapes, mesh, rules)
     bsh = train_step.batch_sharding(mesh)
@@ -65,6 +67,8 @@ def dry_run(model, tx, schedule, batch_shapes: Mapping, mesh, rules, flops_per_s
     }
     if aot_report.is_tpu_mesh(mesh):   # the TPU compiler: HBM verdict and roofline bound
         return aot_report.tpu_report(lowered, mesh, flops_per_step, report)
+    if aot_report.is_gpu_mesh(mesh):   # XLA:GPU: memory against the GPU allocator's share
+        return aot_report.gpu_report(lowered, mesh, flops_per_step, report)
     compiled = lowered.compile()
     report["compile_seconds"] = time.perf_counter() - t1
     mem = compiled.memory_analysis()

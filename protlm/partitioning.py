@@ -25,8 +25,14 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from protlm.errors import ConfigError
+
 MESH_AXES = ("data", "fsdp", "model")
 LogicalRules = Sequence[tuple[str, str | tuple[str, ...] | None]]
+
+
+_MESH_FIX = ("set --gin.MESH_DATA / MESH_FSDP / MESH_MODEL so that they multiply to the number of "
+             "devices (-1 for one of them: the remaining devices)")
 
 
 def create_mesh(data: int = -1, fsdp: int = 1, model: int = 1,
@@ -34,22 +40,23 @@ def create_mesh(data: int = -1, fsdp: int = 1, model: int = 1,
     """A `('data', 'fsdp', 'model')` mesh; one size may be -1 (= the remaining devices).
 
     Raises:
-      ValueError: when the sizes do not multiply to the number of devices.
+      ConfigError (a ValueError): when the sizes do not multiply to the number of devices; the
+        message names the gin macros (MESH_DATA, MESH_FSDP, MESH_MODEL) to change.
     """
     devices = list(jax.devices() if devices is None else devices)
     sizes = [data, fsdp, model]
     if sizes.count(-1) > 1:
-        raise ValueError(f"at most one mesh axis may be -1, got data={data} fsdp={fsdp} "
-                         f"model={model}")
+        raise ConfigError(f"at most one mesh axis may be -1, got data={data} fsdp={fsdp} "
+                          f"model={model}: {_MESH_FIX}")
     known = int(np.prod([s for s in sizes if s != -1]))
     if -1 in sizes:
         if known <= 0 or len(devices) % known:
-            raise ValueError(f"{len(devices)} devices do not divide into data={data} fsdp={fsdp} "
-                             f"model={model}")
+            raise ConfigError(f"{len(devices)} devices do not divide into data={data} "
+                              f"fsdp={fsdp} model={model}: {_MESH_FIX}")
         sizes[sizes.index(-1)] = len(devices) // known
     if int(np.prod(sizes)) != len(devices):
-        raise ValueError(f"mesh data={sizes[0]} x fsdp={sizes[1]} x model={sizes[2]} = "
-                         f"{int(np.prod(sizes))} != {len(devices)} devices; use -1 for one axis")
+        raise ConfigError(f"mesh data={sizes[0]} x fsdp={sizes[1]} x model={sizes[2]} = "
+                          f"{int(np.prod(sizes))} != {len(devices)} devices: {_MESH_FIX}")
     from jax.experimental import mesh_utils
     num_slices = len({getattr(d, "slice_index", None) for d in devices})
     if num_slices > 1:

@@ -19,6 +19,9 @@ Flags (T5X style):
                          (v4-128), v5p:4x4x4, v5e:16x16, v6e:16x16. Prints per-chip memory
                          against HBM, FITS / DOES NOT FIT (exit status 2) and a roofline MFU
                          bound; docs/scaling.md has the table for every recipe.
+                         Or GPU:N (h100:1 .. h100:8, h200:N): N GPUs of one host, compiled by
+                         XLA:GPU without a GPU (needs jax's CUDA plugin, jax-cuda12-plugin);
+                         per-GPU memory against JAX's allocator share, FITS / DOES NOT FIT.
   --num_slices=N         with --topology: N slices joined by DCN (data parallel across them).
   --dry_run_report=FILE  write the dry-run report as JSON to FILE.
 Multi-host: TPU pods detect themselves with --distributed; GPU/CPU clusters pass
@@ -77,12 +80,22 @@ def parse_flags(argv: list[str]) -> argparse.Namespace:
         parser.error("--topology and --dry_run_devices are exclusive (a slice brings its devices)")
     if args.num_slices != 1 and not args.topology:
         parser.error("--num_slices needs --topology")
+    if args.topology:
+        from protlm.aot import topology
+        try:
+            if topology.parse_gpu_topology(args.topology) is None:
+                topology.parse_topology(args.topology)
+            elif args.num_slices != 1:
+                parser.error(f"--num_slices is for TPU topologies; {args.topology} is one GPU "
+                             "host")
+        except ValueError as e:
+            parser.error(str(e))
     return args
 
 
 def _setup_environment(args: argparse.Namespace) -> None:
     """Device emulation for dry runs; must happen before jax is imported."""
-    if args.topology:        # the TPU compiler runs in this process; no TPU backend is needed
+    if args.topology:        # the TPU / GPU compiler runs in this process; no device is needed
         os.environ["JAX_PLATFORMS"] = "cpu"
     if args.dry_run and args.dry_run_devices:
         if "jax" in sys.modules:
@@ -151,6 +164,8 @@ def train(argv: list[str]) -> dict:
     """Parse flags and gin, then run ``protlm.trainer.train`` (or its dry run)."""
     args = parse_flags(argv)
     _setup_environment(args)
+    if args.topology:
+        _load_compiler_plugins(args.topology)
     cli.setup_logging()
     _init_distributed(args)
     from protlm import trainer
@@ -167,6 +182,23 @@ def train(argv: list[str]) -> dict:
     if args.dry_run_report:
         _write_json(args.dry_run_report, result)
     return result
+
+
+def _load_compiler_plugins(name: str) -> None:
+    """The compiler a ``--topology`` needs is installed (else a ConfigError with the install
+    command); for a GPU topology jax is first imported (which loads its CUDA plugin) with the
+    plugin's driver probe kept off the console."""
+    from protlm import errors
+    from protlm.aot import topology
+    gpu = topology.parse_gpu_topology(name) is not None
+    try:
+        topology.require_cuda_plugin() if gpu else topology.require_libtpu()
+    except RuntimeError as e:
+        raise errors.ConfigError(f"--topology={name}: {e}") from None
+    if gpu:
+        with topology.quiet_cuda_plugin():
+            import jax
+            jax.devices()
 
 
 def _topology_dry_run(args: argparse.Namespace, gin, train_fn) -> dict:

@@ -7,6 +7,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 import protlm.models as M
+from protlm import errors
 from protlm import partitioning as P
 from tests.models.conftest import key
 
@@ -15,8 +16,11 @@ def test_create_mesh_sizes():
     mesh = P.create_mesh(data=-1, model=2)
     assert dict(mesh.shape) == {"data": 4, "fsdp": 1, "model": 2}
     assert dict(P.create_mesh(data=2, fsdp=-1, model=2).shape)["fsdp"] == 2
-    with pytest.raises(ValueError, match="devices"):
+    # a setting the user fixes: a one-line ConfigError (protlm.cli) naming the gin macros
+    with pytest.raises(errors.ConfigError, match="devices: set --gin.MESH_DATA / MESH_FSDP"):
         P.create_mesh(data=3, model=2)
+    with pytest.raises(errors.ConfigError, match="8 devices: set --gin.MESH_DATA"):
+        P.create_mesh(data=1, fsdp=8, model=8)
     with pytest.raises(ValueError, match="at most one"):
         P.create_mesh(data=-1, model=-1)
     with pytest.raises(ValueError, match="unknown logical axis rules"):

@@ -1,4 +1,4 @@
-"""The TPU dry-run report: compile for a slice, per-chip memory against HBM, the roofline bound.
+"""The accelerator dry-run report: compile for a TPU slice or GPUs, memory per device, bounds.
 
 ``tpu_report(lowered, mesh, model_flops_per_step, base)`` compiles a lowered train step whose
 mesh holds topology devices (``protlm.aot.topology``) and returns the base dry-run report
@@ -6,15 +6,21 @@ extended with ``memory`` (per device: params, optimizer state, XLA temp, total v
 ``counts`` (matmul FLOPs with scanned loops multiplied out, HBM bytes, collective bytes by
 kind) and ``roofline`` (``protlm.aot.roofline.bound``). XLA's ``optimal_seconds`` is not used:
 libtpu 0.0.42 reports it negative for whole train steps.
+
+``gpu_report`` does the same for GPU devices (real, or XLA:GPU's compile-only devices of a
+``--topology=h100:N`` dry run): ``memory`` against what JAX's GPU allocator may use, no
+roofline (this package has no model of NVLink / InfiniBand collectives).
 """
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 
 from protlm import metrics
-from protlm.aot import counts as counts_lib, hlo, roofline
+from protlm.aot import counts as counts_lib
+from protlm.aot import hlo, roofline, topology
 
 log = logging.getLogger(__name__)
 GiB = 2 ** 30
@@ -25,6 +31,36 @@ _UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
 def is_tpu_mesh(mesh) -> bool:
     """True when the mesh's devices are TPU devices (real or from a topology description)."""
     return getattr(mesh.devices.flat[0], "platform", "") == "tpu"
+
+
+def is_gpu_mesh(mesh) -> bool:
+    """True when the mesh's devices are GPU devices (real or from a topology description)."""
+    return getattr(mesh.devices.flat[0], "platform", "") == "gpu"
+
+
+# JAX's GPU allocator reserves this share of device memory unless XLA_PYTHON_CLIENT_MEM_FRACTION
+# says otherwise (JAX's "GPU memory allocation" page); the XLA programs must fit in it.
+DEFAULT_GPU_MEM_FRACTION = 0.75
+
+
+def gpu_memory(device) -> tuple[float | None, float | None]:
+    """(device memory, what JAX may allocate of it) in bytes of one GPU; None where unknown.
+
+    A real GPU reports its allocator limit (``memory_stats()['bytes_limit']``); a compile-only
+    device has the target config's memory and ``XLA_PYTHON_CLIENT_MEM_FRACTION`` (default 0.75)
+    of it.
+    """
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # pylint: disable=broad-except  # compile-only devices have no allocator
+        stats = {}
+    capacity = topology.gpu_memory_bytes(device.device_kind)
+    if stats.get("bytes_limit"):
+        return float(capacity or stats["bytes_limit"]), float(stats["bytes_limit"])
+    if capacity is None:
+        return None, None
+    fraction = float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", DEFAULT_GPU_MEM_FRACTION))
+    return float(capacity), capacity * fraction
 
 
 def _bytes(value: str, unit: str) -> float:
@@ -50,7 +86,7 @@ def parse_oom(message: str) -> dict:
     return out
 
 
-def _memory(compiled, base: dict, capacity: float, usable: float) -> dict:
+def _memory(compiled, base: dict, capacity: float | None, usable: float | None) -> dict:
     mem = compiled.memory_analysis()
     fields = {name: int(getattr(mem, name + "_size_in_bytes", 0) or 0)
               for name in ("argument", "output", "alias", "temp", "generated_code")}
@@ -60,7 +96,7 @@ def _memory(compiled, base: dict, capacity: float, usable: float) -> dict:
             "opt_state_bytes": base["opt_state_bytes_per_device"],
             **{f"{k}_bytes": v for k, v in fields.items()},
             "total_bytes": total, "hbm_bytes": capacity, "hbm_usable_bytes": usable,
-            "fits": total <= usable}
+            "fits": None if usable is None else total <= usable}
 
 
 def tpu_report(lowered, mesh, model_flops_per_step: float, base: dict) -> dict:
@@ -84,7 +120,7 @@ def tpu_report(lowered, mesh, model_flops_per_step: float, base: dict) -> dict:
     peak = metrics.peak_flops_per_device(kind)
     if spec is None or peak is None:
         raise ValueError(f"no TPU figures for device kind {kind!r} in protlm.metrics")
-    report = dict(base, device_kind=kind, peak_flops_per_device=peak)
+    report = dict(base, platform="tpu", device_kind=kind, peak_flops_per_device=peak)
     t0 = time.perf_counter()
     try:
         compiled = lowered.compile()
@@ -124,6 +160,21 @@ def tpu_report(lowered, mesh, model_flops_per_step: float, base: dict) -> dict:
     return report
 
 
+def gpu_report(lowered, mesh, model_flops_per_step: float, base: dict) -> dict:
+    """Compile ``lowered`` with XLA:GPU; ``base`` plus ``compile_seconds``, ``device_kind``,
+    ``memory`` (as ``tpu_report``'s, against ``gpu_memory``) and ``model_flops`` per device."""
+    devices = list(mesh.devices.flat)
+    kind = devices[0].device_kind
+    report = dict(base, platform="gpu", device_kind=kind,
+                  peak_flops_per_device=metrics.peak_flops_per_device(kind))
+    t0 = time.perf_counter()
+    compiled = lowered.compile()
+    report["compile_seconds"] = time.perf_counter() - t0
+    report["memory"] = _memory(compiled, base, *gpu_memory(devices[0]))
+    report["counts"] = {"model_flops": model_flops_per_step / len(devices)}
+    return report
+
+
 def _gib(x) -> str:
     return "?" if x is None else f"{x / GiB:.2f} GiB"
 
@@ -133,10 +184,13 @@ def _time(seconds: float) -> str:
 
 
 def format_report(report: dict) -> str:
-    """Human-readable lines of a TPU dry-run report, ending with the FITS verdict line."""
+    """Human-readable lines of an accelerator dry-run report, ending with the verdict line."""
     mem = report["memory"]
     batch = next(iter(report["batch_shapes"].values()), [0])[0]
-    lines = [f"TPU dry run: {report.get('topology', '?')} x{report.get('num_slices', 1)} slice(s), "
+    where = (f"GPU dry run: {report.get('topology') or 'the attached GPUs'}"
+             if report.get("platform") == "gpu" else
+             f"TPU dry run: {report.get('topology', '?')} x{report.get('num_slices', 1)} slice(s)")
+    lines = [f"{where}, "
              f"{report['devices']} x {report['device_kind']}, mesh {report['mesh']}, rules "
              f"{report.get('rules', '?')}, remat {report['remat_policy']}, accum_steps "
              f"{report['accum_steps']}, batch {batch}, {report['num_params'] / 1e9:.3f} B "
@@ -145,6 +199,9 @@ def format_report(report: dict) -> str:
              f"{_gib(mem['opt_state_bytes'])}, XLA temp {_gib(mem.get('temp_bytes'))}, "
              f"total {_gib(mem['total_bytes'])} of {_gib(mem['hbm_bytes'])} HBM "
              f"({_gib(mem['hbm_usable_bytes'])} usable by XLA)"]
+    if report.get("platform") == "gpu":
+        lines.append(f"per device per step: model {report['counts']['model_flops'] / 1e12:.2f} "
+                     "TFLOP (no roofline bound for GPUs)")
     if "roofline" in report:
         c, r = report["counts"], report["roofline"]
         coll = ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in c["collective_bytes"].items() if v)
@@ -162,7 +219,9 @@ def format_report(report: dict) -> str:
                 lines.append(f"  {t['kind']} over {t['group_size']} ({t['network']}): "
                              f"{t['bytes'] / 2**20:.0f} MiB, {_time(t['seconds'])}  "
                              f"{t['op_name'][-90:]}")
-    if mem["fits"]:
+    if mem["fits"] is None:
+        lines.append(f"NO VERDICT: the memory of a {report['device_kind']} is unknown")
+    elif mem["fits"]:
         lines.append(f"FITS: {_gib(mem['total_bytes'])} of {_gib(mem['hbm_usable_bytes'])} "
                      "usable HBM per device")
     else:
