@@ -224,18 +224,29 @@ def checkpoint_config(init_checkpoint: str, overrides: Optional[Mapping] = None)
 
 
 def param_labels(params: Mapping, mode: str) -> dict:
-    """"train" / "freeze" per leaf: the backbone is frozen unless the mode is "full"."""
-    return {k: jax.tree_util.tree_map(
-        lambda _: "freeze" if (k == "backbone" and mode != "full") else "train", v)
-        for k, v in params.items()}
+    """Per leaf: "freeze" for the backbone unless the mode is "full", where it is "backbone";
+    "train" for everything else (LoRA factors, head)."""
+    backbone = "backbone" if mode == "full" else "freeze"
+    return {k: jax.tree_util.tree_map(lambda _, k=k: backbone if k == "backbone" else "train", v)
+            for k, v in params.items()}
 
 
 def trainable_only(learning_rate, optimizer: Callable = optimizers.adamw,
-                   mode: str = "lora") -> optax.GradientTransformation:
+                   mode: str = "lora", backbone_lr_scale: float = 1.0
+                   ) -> optax.GradientTransformation:
     """`optimizer(learning_rate)` on the trainable leaves; frozen leaves get zero updates and no
-    optimizer state (optax `multi_transform` masks each group)."""
+    optimizer state (optax `multi_transform` masks each group).
+
+    In "full" mode the backbone's updates are scaled by `backbone_lr_scale` (its learning rate is
+    `scale x learning_rate`, the head's stays: discriminative fine-tuning, ULMFiT's lower rate for
+    pretrained layers); its optimizer state is its own (same size as with scale 1).
+    """
     if mode not in MODES:
         raise ValueError(f"finetune mode must be one of {MODES}, got {mode!r}")
-    return optax.multi_transform(
-        {"train": optimizer(learning_rate=learning_rate), "freeze": optax.set_to_zero()},
-        lambda params: param_labels(params, mode))
+    if not backbone_lr_scale > 0:
+        raise ValueError(f"backbone_lr_scale must be > 0, got {backbone_lr_scale}")
+    groups = {"train": optimizer(learning_rate=learning_rate), "freeze": optax.set_to_zero()}
+    if mode == "full":
+        groups["backbone"] = optax.chain(optimizer(learning_rate=learning_rate),
+                                         optax.scale(backbone_lr_scale))
+    return optax.multi_transform(groups, lambda params: param_labels(params, mode))

@@ -64,8 +64,34 @@ def test_frozen_weights_get_no_optimizer_state(mode):
     state = jax.eval_shape(tx.init, params)
     size = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(t))  # noqa: E731
     trainable = size({k: v for k, v in params.items() if k != "backbone" or mode == "full"})
-    counters = 2   # adam's count, weight decay's none: one int per moment group
+    # per optimizer group adam's and the schedule's step counts (full: head + backbone groups)
+    counters = 2 * (2 if mode == "full" else 1)
     assert size(state) - trainable * 2 in range(0, counters + 1), (size(state), trainable)
+
+
+def test_full_mode_backbone_learns_at_its_scaled_rate():
+    """BACKBONE_LR_SCALE: the backbone's AdamW update is the scale x the unscaled one, the head's
+    is unchanged, and the optimizer state has the same size."""
+    config = models.get_config("prot_t5_tiny")
+    model = FinetuneModel(config, "full", None, "secondary_structure")
+    params = nn.meta.unbox(model.init(
+        jax.random.key(0), {"encoder_input_tokens": jnp.ones((2, 8), jnp.int32)})["params"])
+    grads = jax.tree_util.tree_map(
+        lambda x: jax.random.normal(jax.random.key(x.size), x.shape, x.dtype), params)
+    updates, sizes = {}, {}
+    for scale in (1.0, 0.1):
+        tx = trainable_only(optax.constant_schedule(1e-3), mode="full", backbone_lr_scale=scale)
+        state = tx.init(params)
+        updates[scale], _ = tx.update(grads, state, params)
+        sizes[scale] = sum(x.size for x in jax.tree_util.tree_leaves(state))
+    assert sizes[1.0] == sizes[0.1]
+    for k in params:
+        want = 0.1 if k == "backbone" else 1.0
+        for a, b in zip(_leaves(updates[1.0][k]), _leaves(updates[0.1][k])):
+            np.testing.assert_allclose(b, want * a, rtol=1e-6, atol=1e-12)
+    assert any(np.abs(x).max() > 0 for x in _leaves(updates[0.1]["backbone"]))
+    with pytest.raises(ValueError, match="backbone_lr_scale"):
+        trainable_only(optax.constant_schedule(1e-3), mode="full", backbone_lr_scale=0.0)
 
 
 @pytest.mark.slow
