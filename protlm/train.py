@@ -246,7 +246,7 @@ def exit_code(result: dict) -> int:
     if status == "dry_run" and "memory" in result:       # --topology: the TPU report
         from protlm.aot import report
         print(report.format_report(result))
-        return 0 if result["memory"]["fits"] else 2
+        return 2 if result["memory"]["fits"] is False else 0   # None: no verdict (unknown GPU)
     if status == "dry_run":
         gib = 2 ** 30
         print(f"dry run OK on mesh {result['mesh']}: {result['num_params'] / 1e9:.3f} B params; "

@@ -100,3 +100,25 @@ def test_cli_batch_too_large_for_one_h100_does_not_fit(cuda_aot_env, tmp_path):
     assert proc.stdout.splitlines()[-1].startswith("DOES NOT FIT: needs")
     mem = report["memory"]
     assert not mem["fits"] and mem["total_bytes"] > mem["hbm_usable_bytes"]
+
+
+def test_a_gpu_of_unknown_memory_gets_no_verdict_and_exit_status_0(capsys):
+    from protlm import train
+
+    class _Unknown(_CompileOnlyGpu):
+        device_kind = "NVIDIA A100-SXM4-80GB"
+
+    capacity, usable = aot_report.gpu_memory(_Unknown())
+    assert capacity is None and usable is None
+    memory = {"params_bytes": 2 ** 30, "opt_state_bytes": 0, "temp_bytes": 2 ** 30,
+              "total_bytes": 2 ** 31, "hbm_bytes": capacity, "hbm_usable_bytes": usable,
+              "fits": None}
+    result = {"status": "dry_run", "platform": "gpu", "device_kind": _Unknown.device_kind,
+              "topology": "", "devices": 1, "mesh": {"data": 1, "fsdp": 1, "model": 1},
+              "rules": "standard", "remat_policy": "minimal", "accum_steps": 1,
+              "batch_shapes": {"encoder_input_tokens": [8, 512]}, "num_params": 10 ** 9,
+              "compile_seconds": 1.0, "counts": {"model_flops": 1e12}, "memory": memory}
+    assert train.exit_code(result) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("GPU dry run: the attached GPUs, 1 x NVIDIA A100-SXM4-80GB")
+    assert out[-1] == "NO VERDICT: the memory of a NVIDIA A100-SXM4-80GB is unknown"
