@@ -83,11 +83,7 @@ def parse_flags(argv: list[str]) -> argparse.Namespace:
     if args.topology:
         from protlm.aot import topology
         try:
-            if topology.parse_gpu_topology(args.topology) is None:
-                topology.parse_topology(args.topology)
-            elif args.num_slices != 1:
-                parser.error(f"--num_slices is for TPU topologies; {args.topology} is one GPU "
-                             "host")
+            topology.platform(args.topology, args.num_slices)
         except ValueError as e:
             parser.error(str(e))
     return args
@@ -190,7 +186,7 @@ def _load_compiler_plugins(name: str) -> None:
     plugin's driver probe kept off the console."""
     from protlm import errors
     from protlm.aot import topology
-    gpu = topology.parse_gpu_topology(name) is not None
+    gpu = topology.platform(name) == "gpu"
     try:
         topology.require_cuda_plugin() if gpu else topology.require_libtpu()
     except RuntimeError as e:

@@ -11,11 +11,14 @@ CUDA PJRT plugin (``jax-cuda12-plugin``), not a GPU, a driver or the CUDA librar
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
 import pathlib
 import re
+import sys
+import tempfile
 
 INSTALL_HINT = ('install the TPU compiler: pip install -e ".[tpu]"  '
                 '(= pip install "jax[tpu]==<your jax version>", which pulls the matching libtpu)')
@@ -69,6 +72,24 @@ def parse_gpu_topology(name: str) -> tuple[str, int] | None:
     return gpu, count
 
 
+def platform(name: str, num_slices: int = 1) -> str:
+    """``'gpu'`` or ``'tpu'``: which compiler ``--topology=name`` (x ``num_slices``) needs.
+
+    Raises:
+      ValueError: naming the accepted forms when ``name`` is neither kind, or when
+        ``num_slices`` does not apply (< 1, or > 1 for a GPU host).
+    """
+    if parse_gpu_topology(name) is not None:
+        if num_slices != 1:
+            raise ValueError(f"--num_slices={num_slices}: multi-slice dry runs are for TPU "
+                             f"topologies; {name} is one GPU host")
+        return "gpu"
+    parse_topology(name)
+    if num_slices < 1:
+        raise ValueError(f"--num_slices must be >= 1, got {num_slices}")
+    return "tpu"
+
+
 def gpu_target_config(gpu: str) -> str:
     """The XLA:GPU target config (text proto) of ``gpu`` (a key of ``GPU_TARGETS``)."""
     return (GPU_TARGET_DIR / GPU_TARGETS[gpu]).read_text(encoding="utf-8")
@@ -109,15 +130,9 @@ def topology_devices(name: str, num_slices: int = 1) -> list:
     does not probe for TPU hardware, and ``ALLOW_MULTIPLE_LIBTPU_LOAD`` so that concurrent
     compiling processes do not wait on libtpu's lockfile; the process keeps its CPU backend.
     """
-    gpu = parse_gpu_topology(name)
-    if gpu is not None:
-        if num_slices != 1:
-            raise ValueError(f"--num_slices={num_slices}: multi-slice dry runs are for TPU "
-                             f"topologies; {name} is one GPU host")
-        return _gpu_devices(*gpu)
+    if platform(name, num_slices) == "gpu":
+        return _gpu_devices(*parse_gpu_topology(name))
     generation, _ = parse_topology(name)
-    if num_slices < 1:
-        raise ValueError(f"--num_slices must be >= 1, got {num_slices}")
     require_libtpu()
     chip_config, accelerator = GENERATIONS[generation]
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", accelerator)
@@ -152,30 +167,22 @@ def quiet_cuda_plugin():
     return _drop_stderr_lines("Could not find cuda drivers", "before absl::InitializeLog()")
 
 
-class _drop_stderr_lines:  # pylint: disable=invalid-name
-    """Context manager: the process's file descriptor 2 goes to a temporary file, whose lines
-    are written back on exit except those containing one of ``patterns`` (C++ logging writes
-    to fd 2 directly, past ``sys.stderr``)."""
-
-    def __init__(self, *patterns: str):
-        self.patterns = patterns
-
-    def __enter__(self):
-        import sys  # pylint: disable=import-outside-toplevel
-        import tempfile  # pylint: disable=import-outside-toplevel
-        sys.stderr.flush()
-        self._file = tempfile.TemporaryFile(mode="w+b")
-        self._saved = os.dup(2)
-        os.dup2(self._file.fileno(), 2)
-        return self
-
-    def __exit__(self, *exc):
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
-        self._file.seek(0)
-        kept = [line for line in self._file.read().decode(errors="replace").splitlines(True)
-                if not any(p in line for p in self.patterns)]
-        self._file.close()
-        if kept:
-            os.write(2, "".join(kept).encode())
-        return False
+@contextlib.contextmanager
+def _drop_stderr_lines(*patterns: str):
+    """The process's file descriptor 2 goes to a temporary file for the block; its lines are
+    written back afterwards except those containing one of ``patterns`` (C++ logging writes to
+    fd 2 directly, past ``sys.stderr``)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(True)
+                    if not any(p in line for p in patterns)]
+            if kept:
+                os.write(2, "".join(kept).encode())
